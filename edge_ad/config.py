@@ -1,0 +1,273 @@
+"""One config for training, export and the runtime, as YAML validated by pydantic.
+
+Every section forbids unknown keys, so a typo is an error naming the key instead of a silently ignored
+setting. ``--set section.key=value`` overrides are parsed as YAML scalars and validated like the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edge_ad.errors import UserError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    """What the model sees: the frame size, colour, and the temporal channels."""
+
+    size: tuple[int, int] = (128, 128)
+    grayscale: bool = True
+    # Motion channels: for each k, the frame's difference to the frame k steps back. [] = the frame alone.
+    temporal_offsets: list[int] = Field(default_factory=list)
+    val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
+    frame_stride: int = Field(1, ge=1)
+
+    @field_validator("size")
+    @classmethod
+    def _size_divisible(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 16 or v[0] % 8 or v[1] % 8:
+            raise ValueError("both sides must be multiples of 8 and at least 16")
+        return v
+
+    @field_validator("temporal_offsets")
+    @classmethod
+    def _offsets_positive(cls, v: list[int]) -> list[int]:
+        if any(k < 1 for k in v) or len(set(v)) != len(v):
+            raise ValueError("offsets must be distinct positive frame counts, e.g. [2] or [1, 4]")
+        return sorted(v)
+
+    @property
+    def in_channels(self) -> int:
+        colour = 1 if self.grayscale else 3
+        return colour * (1 + len(self.temporal_offsets))
+
+
+class CorruptionConfig(Section):
+    """Synthetic corruption of training inputs (Collin and De Vleeschouwer): learn to restore clean frames."""
+
+    enabled: bool = False
+    probability: float = Field(0.5, ge=0.0, le=1.0)
+    max_patches: int = Field(3, ge=1)
+    max_patch_fraction: float = Field(0.25, gt=0.0, le=1.0)
+
+
+class ModelConfig(Section):
+    width: int = Field(64, ge=4)
+    res_blocks: int = Field(2, ge=0)
+    res_width: int = Field(32, ge=4)
+    downsamplings: Literal[2, 3] = 2
+    embed_dim: int = Field(32, ge=2)
+    n_codes: int = Field(256, ge=2)
+    decay: float = Field(0.99, gt=0.0, lt=1.0)
+    commitment: float = Field(0.25, ge=0.0)
+    dead_code_threshold: float = Field(1.0, ge=0.0)
+    recon_loss: Literal["mse", "l1", "cbernoulli"] = "mse"
+    ssim_weight: float = Field(0.0, ge=0.0)
+    corruption: CorruptionConfig = Field(default_factory=CorruptionConfig)
+
+
+class PriorConfig(Section):
+    """The PixelSNAIL-style prior over the code grid."""
+
+    enabled: bool = True
+    channels: int = Field(64, ge=4)
+    blocks: int = Field(3, ge=1)
+    kernel_size: int = Field(3, ge=2)
+    attention: bool = True
+    attention_dim: int = Field(32, ge=4)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class TrainingConfig(Section):
+    seed: int = 0
+    device: str = "auto"
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0.0)
+    prior_epochs: int = Field(20, ge=1)
+    prior_batch_size: int = Field(64, ge=1)
+    prior_lr: float = Field(3e-3, gt=0.0)
+    patience: int = Field(5, ge=1)
+    max_train_frames: int | None = Field(None, ge=1)
+    num_threads: int | None = Field(None, ge=1)
+
+
+class ScoringConfig(Section):
+    ssim_window: int = Field(11, ge=3)
+    ssim_sigma: float = Field(1.5, gt=0.0)
+    am_dilation: int = Field(3, ge=1)
+    ssim_dilation: int = Field(1, ge=1)
+    # Restoration (Wang et al.): a code is unlikely when its NLL is above this quantile of the NLLs seen
+    # on normal validation frames.
+    restore_quantile: float = Field(0.999, gt=0.5, lt=1.0)
+    restore_rounds: int = Field(1, ge=0)
+    weights: dict[str, float] = Field(default_factory=lambda: {"ssim_am": 1.0, "nll": 1.0, "restore": 1.0})
+    smoothing_sigma: float = Field(2.0, ge=0.0)
+    frame_score: Literal["max", "topk"] = "topk"
+    topk_fraction: float = Field(0.01, gt=0.0, le=1.0)
+    false_alarms_per_hour: float = Field(1.0, gt=0.0)
+    assumed_fps: float = Field(10.0, gt=0.0)
+
+    @field_validator("weights")
+    @classmethod
+    def _known_maps(cls, v: dict[str, float]) -> dict[str, float]:
+        known = {"ssim", "ssim_am", "nll", "restore"}
+        bad = set(v) - known
+        if bad:
+            raise ValueError(f"unknown map(s) {sorted(bad)}; known maps are {sorted(known)}")
+        if not any(w > 0 for w in v.values()):
+            raise ValueError("at least one map needs a positive weight")
+        return v
+
+
+class ExportConfig(Section):
+    opset: int = Field(17, ge=13, le=20)
+    batch: int = Field(1, ge=1)
+    max_batch: int = Field(8, ge=1)
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    parity_code_agreement: float = Field(0.999, gt=0.0, le=1.0)
+    parity_map_atol: float = Field(1e-3, gt=0.0)
+
+
+class AlertConfig(Section):
+    # Multiples of the calibrated threshold: start above `on`, end below `off` (hysteresis).
+    on: float = Field(1.0, gt=0.0)
+    off: float = Field(0.8, gt=0.0)
+    min_frames: int = Field(2, ge=1)
+    end_frames: int = Field(5, ge=1)
+    cooldown_s: float = Field(2.0, ge=0.0)
+    snapshot: bool = True
+
+
+class StreamConfig(Section):
+    name: str
+    source: str
+    kind: Literal["camera", "video", "frames", "url", "gstreamer"]
+    pace: Literal["realtime", "max"] | None = None
+    loop: bool = False
+
+
+class RuntimeConfig(Section):
+    endpoint: str = "tcp://127.0.0.1:5556"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9108, ge=0, le=65535)
+    max_batch: int = Field(8, ge=1)
+    latency_budget_ms: float = Field(30.0, ge=0.0)
+    queue_size: int = Field(16, ge=1)
+    map_dtype: Literal["uint8", "float16"] = "uint8"
+    heartbeat_s: float = Field(1.0, gt=0.0)
+    sndhwm: int = Field(1000, ge=1)
+    journal_dir: str = "alerts"
+    reconnect_initial_s: float = Field(0.5, gt=0.0)
+    reconnect_max_s: float = Field(10.0, gt=0.0)
+    watchdog_s: float = Field(5.0, gt=0.0)
+    status_every_s: float = Field(5.0, gt=0.0)
+    curve: bool = False
+    alerts: AlertConfig = Field(default_factory=AlertConfig)
+    streams: list[StreamConfig] = Field(default_factory=list)
+
+
+class Config(Section):
+    name: str = "edge-ad"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    prior: PriorConfig = Field(default_factory=PriorConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @model_validator(mode="after")
+    def _latent_fits(self) -> Config:
+        factor = 2**self.model.downsamplings
+        h, w = self.data.size
+        if h % factor or w % factor:
+            raise ValueError(f"data.size {h}x{w} must be divisible by {factor} (2^model.downsamplings)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _describe(err: ValidationError) -> str:
+    """One line per problem: the dotted key and what pydantic says is allowed."""
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "config"
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{key}' (check the spelling; `edge-ad config show` lists the keys)")
+        else:
+            parts.append(f"'{key}': {e['msg']}")
+    return "; ".join(parts)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise UserError(f"bad override '{item}': expected section.key=value, e.g. training.epochs=5")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise UserError(f"bad override '{item}': the key is empty")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise UserError(f"bad override '{item}': the value is not valid YAML ({e.problem})") from None
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = raw
+        for p in path[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise UserError(f"bad override '{item}': '{p}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(f"{source}: {_describe(e)}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise UserError(
+                f"config file not found: {p} (the configs/ folder has ucsd_ped1, synthetic, tiny)"
+            )
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise UserError(f"{p}: not valid YAML{where}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(
+                f"{p}: expected a mapping of sections (data, model, ...), got {type(loaded).__name__}"
+            )
+        raw = loaded
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw, source)
