@@ -1,0 +1,58 @@
+"""``edge-ad train`` and ``edge-ad calibrate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edge_ad.cli.config_cmd import OVERRIDE_HELP
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def train(
+        data: Path = typer.Option(..., "--data", help="UCSD-layout root whose Train/ clips hold normal footage."),
+        out: Path = typer.Option(..., "--out", help="Run directory for checkpoints, logs and calibration."),
+        config: Path = typer.Option(None, "--config", "-c", help="YAML config (configs/*.yaml)."),
+        stage: str = typer.Option("all", "--stage", help="vqvae, prior or all."),
+        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+        calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Calibrate on validation clips."),
+        set_: list[str] = typer.Option([], "--set", help=OVERRIDE_HELP),
+    ) -> None:
+        """Train the VQ-VAE on normal frames, then the prior on their codes; then calibrate."""
+        from edge_ad.config import load_config
+        from edge_ad.errors import UserError
+
+        if stage not in ("vqvae", "prior", "all"):
+            raise UserError(f"unknown stage '{stage}'; choose vqvae, prior or all")
+        cfg = load_config(config, set_)
+        from edge_ad.training.train import train as run_training
+
+        run = run_training(cfg, data, out, stage, resume)  # type: ignore[arg-type]
+        if calibrate and stage != "vqvae":
+            _calibrate(run.root, data)
+        typer.echo(f"run ready: {run.root}")
+
+    @app.command()
+    def calibrate(
+        run: Path = typer.Option(..., "--run", help="Training run directory."),
+        data: Path = typer.Option(None, "--data", help="Its data root (default: the one it was trained on)."),
+    ) -> None:
+        """Set map normalisation and the alert threshold on the run's normal validation clips."""
+        _calibrate(run, data)
+
+
+def _calibrate(run: Path, data: Path | None) -> None:
+    from edge_ad.errors import UserError
+    from edge_ad.scoring.calibrate import calibrate_run
+    from edge_ad.training.rundir import RunDir
+
+    if data is None:
+        rd = RunDir(run)
+        data = Path(rd.read_json("split")["data_root"]) if rd.split.is_file() else None
+        if data is None:
+            raise UserError(f"pass --data: {run} does not say which data it was trained on")
+    calib = calibrate_run(run, data)
+    note = "" if calib["budget_resolved"] else " (extrapolated: too little validation footage for the budget)"
+    typer.echo(f"calibrated on {calib['val_frames']} validation frames: alert threshold {calib['threshold']:.4g}{note}")

@@ -1,0 +1,105 @@
+"""Our model as evaluation methods: from a training run (PyTorch) or from an exported bundle (ONNX Runtime).
+
+A run yields the final map and, for comparison, each of its maps alone (SSIM+AM, NLL, restoration), computed
+in one pass per clip and shared by the views. A bundle yields the final map exactly as the runtime sees it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge_ad.data.preprocess import clip_channels, to_model_frame
+
+BATCH = 32
+
+
+def _channels(frames: np.ndarray, size: tuple[int, int], grayscale: bool, offsets: list[int]) -> np.ndarray:
+    pre = [to_model_frame(f, size, grayscale) for f in frames]
+    return clip_channels(pre, offsets).astype(np.float32)
+
+
+class RunMaps:
+    """Runs a training run's pipeline over a clip once and keeps every map for the views below."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        import torch
+
+        from edge_ad.scoring.load import load_pipeline
+
+        self._torch = torch
+        self.cfg, self.pipeline, self.calibration = load_pipeline(run_dir)
+        self.names = list(self.pipeline.scorer.names)
+        self._key: int | None = None
+        self._out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def compute(self, frames: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        if self._key == id(frames):
+            return self._out
+        torch, d, scorer = self._torch, self.cfg.data, self.pipeline.scorer
+        x = _channels(frames, d.size, d.grayscale, d.temporal_offsets)
+        parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        with torch.no_grad():
+            for i in range(0, len(x), BATCH):
+                xb = torch.from_numpy(x[i : i + BATCH])
+                raw = self.pipeline.raw_maps(xb)
+                views = {"model": scorer.combine(raw)}
+                if len(self.names) > 1:
+                    views.update({n: scorer.single(raw, n) for n in self.names})
+                for name, m in views.items():
+                    parts.setdefault(name, []).append((m[:, 0].numpy(), scorer.frame_score(m).numpy()))
+        self._out = {
+            k: (np.concatenate([a for a, _ in v]), np.concatenate([b for _, b in v])) for k, v in parts.items()
+        }
+        self._key = id(frames)
+        return self._out
+
+    def methods(self) -> list[RunView]:
+        views = ["model"] + (self.names if len(self.names) > 1 else [])
+        return [RunView(self, v) for v in views]
+
+
+class RunView:
+    def __init__(self, maps: RunMaps, view: str) -> None:
+        self.maps, self.view = maps, view
+        self.name = "edge-ad" if view == "model" else f"edge-ad:{view}"
+
+    def reset(self) -> None:
+        """Every clip is scored whole, with a fresh frame history; nothing carries over."""
+
+    def score_clip(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.maps.compute(frames)[self.view]
+
+
+class BundleMethod:
+    """The exported fused graph through ONNX Runtime: what `edge-ad run` computes, frame for frame."""
+
+    name = "edge-ad (bundle)"
+
+    def __init__(self, bundle_dir: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        from edge_ad.export.bundle import load_bundle
+
+        self.bundle = load_bundle(bundle_dir)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            str(self.bundle.graph("pipeline")), opts, providers=["CPUExecutionProvider"]
+        )
+
+    def reset(self) -> None:
+        """Clips are scored whole; the frame history restarts with each."""
+
+    def score_clip(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        b = self.bundle
+        x = _channels(frames, b.input_size, b.grayscale, b.temporal_offsets)
+        maps, scores = [], []
+        for i in range(0, len(x), BATCH):
+            m, s = self.session.run(None, {"frames": x[i : i + BATCH]})
+            maps.append(m[:, 0])
+            scores.append(s)
+        return np.concatenate(maps), np.concatenate(scores)

@@ -1,0 +1,114 @@
+"""Calibration on held-out NORMAL validation clips only (never on test labels).
+
+Three steps, each needing the previous one: the restoration threshold (an NLL quantile of normal codes),
+the per-map normalisation (median and a high quantile of each raw map), and the alert threshold on the frame
+score, set from a false-alarm budget at the stream's frame rate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge_ad.config import Config
+from edge_ad.data.ucsd import open_ucsd
+from edge_ad.errors import UserError
+from edge_ad.models.prior import code_nll
+from edge_ad.scoring.scorer import AnomalyPipeline
+from edge_ad.training.frames import clip_tensor, stack
+from edge_ad.training.rundir import RunDir
+
+PIXEL_SAMPLE = 2_000_000
+
+
+def validation_frames(run: RunDir, cfg: Config, data_root: str | Path) -> np.ndarray:
+    split = run.read_json("split") if run.split.is_file() else {"val": []}
+    ds = open_ucsd(data_root)
+    by_name = {c.name: c for c in ds.train}
+    names = split.get("val", [])
+    if not names:
+        names = [c.name for c in ds.train[-1:]]
+        print(f"warning: no validation clips were held out; calibrating on {names} (thresholds will be optimistic)")
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise UserError(f"{data_root} lacks the validation clips {missing} this run was trained with")
+    return stack([clip_tensor(by_name[n], cfg) for n in names])
+
+
+@torch.no_grad()
+def _batched(x: np.ndarray, fn, batch: int = 32) -> list[Any]:
+    return [fn(torch.from_numpy(x[i : i + batch]).float()) for i in range(0, len(x), batch)]
+
+
+def _pixel_sample(maps: list[torch.Tensor], rng: np.random.Generator) -> np.ndarray:
+    flat = torch.cat([m.flatten() for m in maps]).numpy()
+    if len(flat) > PIXEL_SAMPLE:
+        flat = flat[rng.choice(len(flat), PIXEL_SAMPLE, replace=False)]
+    return flat
+
+
+def frame_threshold(scores: np.ndarray, per_hour: float, fps: float) -> dict[str, Any]:
+    """The frame-score level that normal footage exceeds at most ``per_hour`` times an hour."""
+    n = len(scores)
+    allowed = per_hour / (fps * 3600.0) * n  # exceedances the budget allows on this much footage
+    ordered = np.sort(scores)
+    if allowed >= 1:
+        thr = float(ordered[n - int(allowed) - 1])
+        resolved = True
+    else:  # too little validation footage to see the budget: extrapolate above the worst normal frame
+        spread = float(ordered[-1] - np.median(ordered))
+        thr = float(ordered[-1] + 0.1 * max(spread, 1e-6))
+        resolved = False
+    return {
+        "threshold": thr,
+        "budget_resolved": resolved,
+        "val_minutes": n / fps / 60.0,
+        "val_score_max": float(ordered[-1]),
+        "val_score_median": float(np.median(ordered)),
+    }
+
+
+def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    scorer = pipeline.scorer
+    rng = np.random.default_rng(seed)
+    encoded = _batched(val_x, pipeline.encode)
+    if pipeline.prior is not None:
+        nll = torch.cat([code_nll(logits, codes).flatten() for codes, _, logits in encoded]).numpy()
+        scorer.restore_threshold.fill_(float(np.quantile(nll, cfg.scoring.restore_quantile)))
+    raw = _batched(val_x, pipeline.raw_maps)
+    center, scale = [], []
+    for name in scorer.names:
+        sample = _pixel_sample([r[name] for r in raw], rng)
+        med, hi = np.quantile(sample, [0.5, 0.999])
+        center.append(float(med))
+        scale.append(float(max(hi - med, 1e-6)))
+    scorer.center.copy_(torch.tensor(center))
+    scorer.scale.copy_(torch.tensor(scale))
+    scores = torch.cat([s for _, s in _batched(val_x, pipeline)]).numpy()
+    alert = frame_threshold(scores, cfg.scoring.false_alarms_per_hour, cfg.scoring.assumed_fps)
+    return {
+        "maps": scorer.names,
+        "center": center,
+        "scale": scale,
+        "restore_threshold": float(scorer.restore_threshold),
+        **alert,
+        "pixel_threshold": alert["threshold"],
+        "map_scale": 2.0 * max(alert["threshold"], 1e-6),
+        "false_alarms_per_hour": cfg.scoring.false_alarms_per_hour,
+        "assumed_fps": cfg.scoring.assumed_fps,
+        "val_frames": int(len(val_x)),
+    }
+
+
+def calibrate_run(run_dir: str | Path, data_root: str | Path) -> dict[str, Any]:
+    from edge_ad.scoring.load import load_pipeline
+
+    run = RunDir(Path(run_dir))
+    cfg, pipeline, _ = load_pipeline(run.root, calibrated=False)
+    val_x = validation_frames(run, cfg, data_root)
+    calib = calibrate(pipeline, cfg, val_x, cfg.training.seed)
+    run.write_json("calibration", calib)
+    return calib

@@ -1,0 +1,49 @@
+"""Rebuild the scoring pipeline from a run directory: weights, config and (if present) calibration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from edge_ad.config import Config
+from edge_ad.models.prior import PixelSNAIL
+from edge_ad.models.vqvae import VQVAE
+from edge_ad.scoring.scorer import AnomalyPipeline, AnomalyScorer
+from edge_ad.training import checkpoint
+from edge_ad.training.rundir import RunDir
+
+
+def load_models(run: RunDir, cfg: Config) -> tuple[VQVAE, PixelSNAIL | None]:
+    run.require("vqvae")
+    vqvae = VQVAE.from_config(cfg)
+    checkpoint.load(run.vqvae, vqvae, cfg)
+    prior = None
+    if cfg.prior.enabled and run.prior.is_file():
+        prior = PixelSNAIL.from_config(cfg)
+        checkpoint.load(run.prior, prior, cfg)
+    elif cfg.prior.enabled:
+        print(f"warning: {run.root} has no trained prior; the nll and restore maps are skipped")
+    return vqvae.eval(), (prior.eval() if prior is not None else None)
+
+
+def apply_calibration(scorer: AnomalyScorer, calib: dict) -> None:
+    if calib["maps"] != scorer.names:
+        raise ValueError(f"calibration is for maps {calib['maps']}, the scorer has {scorer.names}; calibrate again")
+    scorer.center.copy_(torch.tensor(calib["center"]))
+    scorer.scale.copy_(torch.tensor(calib["scale"]))
+    scorer.restore_threshold.fill_(calib["restore_threshold"])
+
+
+def load_pipeline(run_dir: str | Path, calibrated: bool = True) -> tuple[Config, AnomalyPipeline, dict | None]:
+    """(config, pipeline in eval mode, calibration dict or None)."""
+    run = RunDir(Path(run_dir))
+    cfg = run.load_config()
+    vqvae, prior = load_models(run, cfg)
+    scorer = AnomalyScorer(vqvae, prior, cfg)
+    calib = None
+    if calibrated and run.calibration.is_file():
+        calib = json.loads(run.calibration.read_text())
+        apply_calibration(scorer, calib)
+    return cfg, AnomalyPipeline(vqvae, prior, scorer).eval(), calib

@@ -1,0 +1,154 @@
+"""The anomaly score, written once: torch modules that export to the bundle's scoring graph.
+
+Maps (each [B, 1, H, W], larger = more anomalous):
+- ``ssim``: 1 - SSIM(x, x_hat), averaged over channels, grey-dilated (SM of Gangloff et al.).
+- ``ssim_am``: ``ssim`` times the alignment map (each encoder vector's squared distance to its code),
+  upsampled to the frame and grey-dilated (VQ-VAE SSIM+AM).
+- ``nll``: the prior's per-position negative log-likelihood of the codes, upsampled.
+- ``restore``: 1 - SSIM(x, decode(restored codes)) after latent-space restoration (Wang et al.).
+- ``restore_diff``: |decode(codes) - decode(restored codes)|: zero wherever the prior left the codes alone.
+
+Each map is normalised with statistics from normal validation clips (calibration), the weighted sum is
+smoothed, and the frame score is the mean of its top-k pixels (or its max). Nothing here is repeated in
+numpy: the runtime gets all of it inside the exported graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_ad.config import Config
+from edge_ad.models.prior import PixelSNAIL, code_nll
+from edge_ad.models.ssim import gaussian_1d, separable_blur, ssim_map
+from edge_ad.models.vqvae import VQVAE
+from edge_ad.scoring.restoration import restore_fast
+
+MAPS = ("ssim", "ssim_am", "nll", "restore", "restore_diff")
+PRIOR_MAPS = {"nll", "restore", "restore_diff"}
+
+
+def active_maps(weights: dict[str, float], has_prior: bool) -> list[str]:
+    return [m for m in MAPS if weights.get(m, 0.0) > 0 and (has_prior or m not in PRIOR_MAPS)]
+
+
+def dilate(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Grey dilation as a stride-1 max-pool (keeps the size for odd k)."""
+    if k <= 1:
+        return x
+    k = k if k % 2 else k + 1
+    return F.max_pool2d(x, k, stride=1, padding=k // 2)
+
+
+def quantize(vqvae: VQVAE, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inference-time quantization: (codes int32 [B, h, w], squared distance to the code [B, h, w])."""
+    b, d, h, w = z.shape
+    flat = z.permute(0, 2, 3, 1).reshape(-1, d)
+    idx, sq = vqvae.quantizer.nearest(flat)
+    return idx.to(torch.int32).view(b, h, w), sq.view(b, h, w)
+
+
+class AnomalyScorer(nn.Module):
+    """(frames, codes, distance, prior logits) -> (anomaly map [B, 1, H, W], frame score [B])."""
+
+    def __init__(self, vqvae: VQVAE, prior: PixelSNAIL | None, cfg: Config) -> None:
+        super().__init__()
+        s = cfg.scoring
+        self.vqvae, self.prior = vqvae, prior
+        self.size = tuple(cfg.data.size)
+        self.names = active_maps(s.weights, prior is not None)
+        if not self.names:
+            raise ValueError("no anomaly map is active (all weighted maps need the prior, which this run lacks)")
+        self.ssim_dilation, self.am_dilation = s.ssim_dilation, s.am_dilation
+        self.rounds = s.restore_rounds
+        self.frame_mode = s.frame_score
+        h, w = self.size
+        self.topk = max(1, round(s.topk_fraction * h * w))
+        self.register_buffer("window", gaussian_1d(s.ssim_window, s.ssim_sigma))
+        radius = math.ceil(3 * s.smoothing_sigma) if s.smoothing_sigma > 0 else 0
+        smooth = gaussian_1d(2 * radius + 1, s.smoothing_sigma) if radius else torch.ones(1)
+        self.register_buffer("smooth", smooth)
+        self.register_buffer("weights", torch.tensor([s.weights[m] for m in self.names], dtype=torch.float32))
+        # Set by calibration on normal validation clips; identity until then.
+        self.register_buffer("center", torch.zeros(len(self.names)))
+        self.register_buffer("scale", torch.ones(len(self.names)))
+        self.register_buffer("restore_threshold", torch.tensor(1e9))
+
+    def _up(self, m: torch.Tensor, mode: str) -> torch.Tensor:
+        if mode == "nearest":
+            return F.interpolate(m.unsqueeze(1), size=self.size, mode="nearest")
+        return F.interpolate(m.unsqueeze(1), size=self.size, mode="bilinear", align_corners=False)
+
+    def _dissimilarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (1 - ssim_map(x, y, self.window)).mean(1, keepdim=True)
+
+    def raw_maps(
+        self, x: torch.Tensor, codes: torch.Tensor, distance: torch.Tensor, logits: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        need_restore = any(n.startswith("restore") for n in self.names)
+        if need_restore:
+            assert self.prior is not None and logits is not None
+            restored = restore_fast(self.prior, codes, logits, self.restore_threshold, self.rounds)
+            both = self.vqvae.decode_codes(torch.cat([codes, restored]))
+            b = x.shape[0]
+            x_hat, x_rest = both[:b], both[b:]
+        else:
+            x_hat = self.vqvae.decode_codes(codes)
+        out: dict[str, torch.Tensor] = {}
+        if "ssim" in self.names or "ssim_am" in self.names:
+            sm = dilate(self._dissimilarity(x, x_hat), self.ssim_dilation)
+            out["ssim"] = sm
+            if "ssim_am" in self.names:
+                out["ssim_am"] = sm * dilate(self._up(distance, "nearest"), self.am_dilation)
+        if "nll" in self.names:
+            out["nll"] = self._up(code_nll(logits, codes), "bilinear")
+        if "restore" in self.names:
+            out["restore"] = self._dissimilarity(x, x_rest)
+        if "restore_diff" in self.names:
+            out["restore_diff"] = (x_hat - x_rest).abs().mean(1, keepdim=True)
+        return {n: out[n] for n in self.names}
+
+    def combine(self, raw: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = torch.zeros_like(raw[self.names[0]])
+        for i, n in enumerate(self.names):
+            total = total + self.weights[i] * (raw[n] - self.center[i]) / self.scale[i]
+        return separable_blur(total / self.weights.sum(), self.smooth)
+
+    def single(self, raw: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        """One map alone, normalised and smoothed like the combination (to compare maps in evaluation)."""
+        i = self.names.index(name)
+        return separable_blur((raw[name] - self.center[i]) / self.scale[i], self.smooth)
+
+    def frame_score(self, m: torch.Tensor) -> torch.Tensor:
+        flat = m.flatten(1)
+        if self.frame_mode == "max":
+            return flat.max(1).values
+        return flat.topk(self.topk, dim=1).values.mean(1)
+
+    def forward(
+        self, x: torch.Tensor, codes: torch.Tensor, distance: torch.Tensor, logits: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.combine(self.raw_maps(x, codes, distance, logits))
+        return m, self.frame_score(m)
+
+
+class AnomalyPipeline(nn.Module):
+    """frames -> (anomaly map, frame score): the whole chain the runtime runs as one graph."""
+
+    def __init__(self, vqvae: VQVAE, prior: PixelSNAIL | None, scorer: AnomalyScorer) -> None:
+        super().__init__()
+        self.vqvae, self.prior, self.scorer = vqvae, prior, scorer
+
+    def encode(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        codes, distance = quantize(self.vqvae, self.vqvae.encoder(frames))
+        logits = self.prior(codes) if self.prior is not None else None
+        return codes, distance, logits
+
+    def raw_maps(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.scorer.raw_maps(frames, *self.encode(frames))
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.scorer(frames, *self.encode(frames))

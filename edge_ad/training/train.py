@@ -1,0 +1,84 @@
+"""``edge-ad train``: the VQ-VAE on normal clips, then the prior on their codes, in one run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from edge_ad.config import Config
+from edge_ad.data.ucsd import open_ucsd
+from edge_ad.errors import UserError
+from edge_ad.models.vqvae import VQVAE
+from edge_ad.training import checkpoint
+from edge_ad.training.frames import check_frame_sizes, clip_tensor, split_clips, stack
+from edge_ad.training.loop import init_distributed, is_main, pick_device, seed_everything
+from edge_ad.training.rundir import RunDir
+from edge_ad.training.stages import StageContext, encode_codes, train_prior, train_vqvae
+
+Stage = Literal["vqvae", "prior", "all"]
+
+
+def _check_resume(run: RunDir, cfg: Config) -> None:
+    if not run.config.is_file():
+        return
+    old = run.load_config()
+    if checkpoint.fingerprint(old) != checkpoint.fingerprint(cfg):
+        raise UserError(
+            f"{run.root} holds a run made with another model/data config; resume with its config.yaml "
+            f"(--config {run.config}) or train into a new directory"
+        )
+
+
+def load_training_frames(
+    cfg: Config, data_root: str | Path, run: RunDir | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) tensors [N, C, H, W] float16 from the Train/ clips, split by clip."""
+    ds = open_ucsd(data_root)
+    if not ds.train:
+        raise UserError(f"{data_root} has no training clips: expected Train/TrainNNN folders of normal footage")
+    check_frame_sizes(ds.train)
+    train_clips, val_clips = split_clips(ds.train, cfg.data.val_fraction, cfg.training.seed)
+    if run is not None and is_main():
+        split = {"train": [c.name for c in train_clips], "val": [c.name for c in val_clips]}
+        run.write_json("split", {**split, "data_root": str(Path(data_root).resolve())})
+    train = stack([clip_tensor(c, cfg) for c in train_clips], cfg.data.frame_stride, cfg.training.max_train_frames)
+    val = stack([clip_tensor(c, cfg) for c in val_clips])
+    if len(train) == 0:
+        raise UserError(f"{data_root}: the training clips hold no frames")
+    return train, val
+
+
+def train(cfg: Config, data_root: str | Path, out: str | Path, stage: Stage = "all", resume: bool = False) -> RunDir:
+    run = RunDir(Path(out))
+    run.prepare()
+    if resume:
+        _check_resume(run, cfg)
+    elif stage == "all" and (run.vqvae.exists() or run.prior.exists()):
+        raise UserError(
+            f"{run.root} already holds a trained run; pass --resume to continue it, or choose another --out"
+        )
+    device = pick_device(cfg.training.device)
+    if cfg.training.num_threads:
+        torch.set_num_threads(cfg.training.num_threads)
+    seed_everything(cfg.training.seed)
+    rank, world = init_distributed(device)
+    if is_main():
+        run.config.write_text(cfg.to_yaml())
+    train_x, val_x = load_training_frames(cfg, data_root, run)
+    if is_main():
+        print(f"training frames: {len(train_x)}  validation frames: {len(val_x)}  input {tuple(train_x.shape[1:])}")
+    ctx = StageContext(cfg, run, device, rank, world, resume)
+    if stage in ("vqvae", "all"):
+        model = train_vqvae(ctx, train_x, val_x)
+    else:
+        run.require("vqvae")
+        model = VQVAE.from_config(cfg).to(device)
+        checkpoint.load(run.vqvae, model, cfg)
+    if stage in ("prior", "all") and cfg.prior.enabled:
+        train_codes = encode_codes(model, train_x, device)
+        val_codes = encode_codes(model, val_x, device) if len(val_x) else train_codes[:0]
+        train_prior(ctx, train_codes, val_codes)
+    return run

@@ -1,0 +1,105 @@
+"""``edge-ad export``: a calibrated run -> a versioned bundle of ONNX graphs, checked before it is written."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from edge_ad.export.bundle import Bundle, load_bundle, write_manifest
+from edge_ad.export.onnx_graphs import export_graph, graph_specs
+from edge_ad.export.parity import check_parity
+
+from edge_ad.data.preprocess import channel_names
+from edge_ad.errors import UserError
+from edge_ad.scoring.calibrate import validation_frames
+from edge_ad.scoring.load import load_pipeline
+from edge_ad.training.rundir import RunDir
+
+PRECISIONS = ("fp32", "fp16", "int8")
+PARITY_FRAMES = 48
+
+
+def _parity_frames(run: RunDir, cfg, data_root: str | Path | None) -> np.ndarray:
+    root = data_root or (run.read_json("split").get("data_root") if run.split.is_file() else None)
+    if root is None or not Path(root).exists():
+        raise UserError(f"the parity check needs real frames: pass --data ROOT (the training data of {run.root})")
+    x = validation_frames(run, cfg, root)
+    keep = np.linspace(0, len(x) - 1, min(PARITY_FRAMES, len(x))).round().astype(int)
+    return x[keep].astype(np.float32)
+
+
+def _check_graph(path: Path, opset: int) -> list[str]:
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    from edge_ad.export.opcheck import check_tensorrt_ready
+
+    return check_tensorrt_ready(model)
+
+
+def export_bundle(
+    run_dir: str | Path,
+    out: str | Path,
+    batch: int | None = None,
+    precision: str | None = None,
+    data_root: str | Path | None = None,
+    force: bool = False,
+) -> Bundle:
+    run = RunDir(Path(run_dir))
+    cfg, pipeline, calib = load_pipeline(run.root)
+    if calib is None:
+        raise UserError(f"{run.root} is not calibrated; run `edge-ad calibrate --run {run.root} --data ROOT` first")
+    precision = precision or cfg.export.precision
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
+    batch = batch or cfg.export.batch
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise UserError(f"{out} exists and is not empty; pass --force to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    frames = _parity_frames(run, cfg, data_root)
+    example = torch.from_numpy(frames[:batch].copy())
+    graphs: dict[str, str] = {}
+    readiness: dict[str, list[str]] = {}
+    for spec in graph_specs(pipeline, example):
+        path = export_graph(spec, out, cfg.export.opset)
+        graphs[spec.name] = path.name
+        readiness[spec.name] = _check_graph(path, cfg.export.opset)
+    problems = [f"{g}: {p}" for g, ps in readiness.items() for p in ps]
+    if problems:
+        raise UserError("graph is not TensorRT-ready: " + "; ".join(problems))
+    parity = check_parity(pipeline, out, graphs, frames, cfg.export.parity_code_agreement, cfg.export.parity_map_atol)
+    manifest: dict[str, Any] = {
+        "name": cfg.name,
+        "input": {
+            "size": list(cfg.data.size),
+            "grayscale": cfg.data.grayscale,
+            "temporal_offsets": cfg.data.temporal_offsets,
+            "channels": cfg.data.in_channels,
+            "channel_names": channel_names(cfg.data.temporal_offsets, cfg.data.grayscale),
+            "range": [0.0, 1.0],
+        },
+        "outputs": {"anomaly_map": [1, *cfg.data.size], "frame_score": []},
+        "calibration": calib,
+        "graphs": graphs,
+        "tensorrt_ready": True,
+        "opset": cfg.export.opset,
+        "batch": {"dynamic_axis": 0, "export_batch": batch, "max_batch": cfg.export.max_batch},
+        "precision": precision,
+        "parity": parity,
+        "versions": {
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "python": sys.version.split()[0],
+        },
+        "config": cfg.to_dict(),
+    }
+    write_manifest(out, manifest, sorted(graphs.values()))
+    return load_bundle(out)

@@ -1,0 +1,63 @@
+"""Config: YAML + overrides validated, errors that name the key."""
+
+from pathlib import Path
+
+import pytest
+
+from edge_ad.cli.main import main
+from edge_ad.config import load_config
+from edge_ad.errors import UserError
+
+CONFIGS = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_configs_validate(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.data.in_channels == 1 + len(cfg.data.temporal_offsets)
+
+
+def test_overrides_are_typed_and_nested() -> None:
+    cfg = load_config(None, ["training.epochs=3", "data.temporal_offsets=[4, 1]", "scoring.weights={nll: 2}"])
+    assert cfg.training.epochs == 3
+    assert cfg.data.temporal_offsets == [1, 4]
+    assert cfg.scoring.weights == {"nll": 2.0}
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("training.epoch=3", "unknown key 'training.epoch'"),
+        ("training.epochs=zero", "'training.epochs'"),
+        ("data.size=[100, 128]", "'data.size'"),
+        ("scoring.weights={bogus: 1}", "unknown map"),
+        ("model.downsamplings=4", "'model.downsamplings'"),
+        ("noequals", "expected section.key=value"),
+    ],
+)
+def test_bad_values_name_the_key(override: str, needle: str) -> None:
+    with pytest.raises(UserError) as e:
+        load_config(None, [override])
+    assert needle in str(e.value)
+
+
+def test_bad_yaml_file_gives_line(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  size: [128, 128\nmodel: {}\n")
+    with pytest.raises(UserError, match="not valid YAML at line"):
+        load_config(p)
+
+
+def test_config_show_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["config", "show", str(CONFIGS[0]), "--set", "training.epochs=7"])
+    assert e.value.code in (0, None)
+    assert "epochs: 7" in capsys.readouterr().out
+
+
+def test_cli_user_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["config", "show", "/nonexistent.yaml"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edge-ad: error: config file not found") and "\n" not in err
