@@ -1,0 +1,273 @@
+"""The UCSD anomaly dataset layout: ``Train/TrainNNN/*.tif``, ``Test/TestNNN/*.tif``, optional ``TestNNN_gt`` masks.
+
+Our synthetic scenes are written in the same layout, so one reader serves the real benchmark, the synthetic
+tests and any user footage exported as frame folders. Opening a dataset only lists files (and reads masks
+where labels must come from them); frames are read when a clip is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from edge_ad.data.mfile import FrameRanges, parse_gt_file, ranges_to_labels
+from edge_ad.errors import UserError
+
+IMAGE_EXTENSIONS = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"})
+LAYOUT_HINT = "expected Train/TrainNNN/*.tif and/or Test/TestNNN/*.tif (UCSD layout)"
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders numbers by value: Train2 before Train10, 2.tif before 10.tif."""
+    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name))
+
+
+def _visible(p: Path) -> bool:
+    return not p.name.startswith(".")  # also drops macOS ._* resource forks
+
+
+def list_images(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir() if _visible(p) and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    """16-bit and float images scaled to the full 8-bit range; alpha dropped; HxWx1 squeezed."""
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[:, :, :3]
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if img.dtype == bool:
+        return img.astype(np.uint8) * 255
+    x = img.astype(np.float64)
+    if np.issubdtype(img.dtype, np.floating) and np.nanmax(x, initial=0.0) <= 1.0:
+        x = x * 255.0
+    return np.clip(np.nan_to_num(x), 0, 255).round().astype(np.uint8)
+
+
+@contextmanager
+def _quiet_decoders() -> Iterator[None]:
+    """A corrupt file becomes one UserError line; OpenCV's and tifffile's own complaints would bury it."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    tiff_log = logging.getLogger("tifffile")
+    was_disabled, tiff_log.disabled = tiff_log.disabled, True
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+        tiff_log.disabled = was_disabled
+
+
+def read_image(path: Path) -> np.ndarray:
+    """uint8 HxW (gray) or HxWx3 (BGR), as stored. Reads bytes first so non-ASCII paths work too."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise UserError(f"cannot read image {path}: {e.strerror or e}") from None
+    img = None
+    if data.size:
+        with _quiet_decoders():
+            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+            if img is None and path.suffix.lower() in {".tif", ".tiff"}:
+                img = _read_tiff_fallback(path)
+    if img is None or img.size == 0 or img.ndim not in (2, 3):
+        raise UserError(f"cannot decode image {path}: the file is corrupt or not an image; replace or remove it")
+    return _to_uint8(img)
+
+
+def _read_tiff_fallback(path: Path) -> np.ndarray | None:
+    """Some TIFF flavours (odd compressions, multi-sample layouts) that OpenCV rejects still open in tifffile."""
+    import tifffile
+
+    try:
+        img = np.asarray(tifffile.imread(path))
+    except Exception:
+        return None
+    while img.ndim > 3:  # multi-page: keep the first page
+        img = img[0]
+    if img.ndim == 3 and img.shape[2] in (3, 4):  # tifffile gives RGB(A); we keep OpenCV's BGR everywhere
+        img = np.ascontiguousarray(img[:, :, 2::-1])
+    return img
+
+
+@dataclass
+class Clip:
+    name: str
+    split: Literal["train", "test"]
+    frame_paths: list[Path]
+    labels: np.ndarray | None = None  # bool [T], test clips only
+    mask_paths: list[Path] | None = None
+
+    def __len__(self) -> int:
+        return len(self.frame_paths)
+
+    def read_frame(self, i: int) -> np.ndarray:
+        return read_image(self.frame_paths[i])
+
+    def load_frames(self) -> np.ndarray:
+        """[T, H, W] or [T, H, W, 3] uint8; a clip is one camera, so a frame of another size is an error."""
+        first = self.read_frame(0)
+        out = np.empty((len(self),) + first.shape, dtype=np.uint8)
+        out[0] = first
+        for i in range(1, len(self)):
+            img = self.read_frame(i)
+            if img.shape != first.shape:
+                raise UserError(
+                    f"{self.frame_paths[i]} is {_shape_text(img)} but {self.frame_paths[0].name} is "
+                    f"{_shape_text(first)}; all frames of clip {self.name} must have one size and colour"
+                )
+            out[i] = img
+        return out
+
+    def load_masks(self) -> np.ndarray | None:
+        """bool [T, H, W] (pixel > 0), or None when the clip has no mask folder."""
+        if self.mask_paths is None:
+            return None
+        masks = [read_image(p) for p in self.mask_paths]
+        masks = [m.any(axis=2) if m.ndim == 3 else m > 0 for m in masks]
+        shape = masks[0].shape
+        for p, m in zip(self.mask_paths, masks, strict=True):
+            if m.shape != shape:
+                raise UserError(
+                    f"mask {p} is {m.shape[0]}x{m.shape[1]} but {self.mask_paths[0].name} is "
+                    f"{shape[0]}x{shape[1]}; all masks of clip {self.name} must have one size"
+                )
+        return np.stack(masks)
+
+
+def _shape_text(img: np.ndarray) -> str:
+    return f"{img.shape[0]}x{img.shape[1]}" + (f"x{img.shape[2]}" if img.ndim == 3 else " gray")
+
+
+@dataclass
+class UCSDDataset:
+    root: Path
+    train: list[Clip]
+    test: list[Clip]
+    gt_file: Path | None
+    _shape: tuple[int, ...] | None = field(default=None, repr=False)
+
+    @property
+    def clips(self) -> list[Clip]:
+        return self.train + self.test
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """Shape of one frame (H, W) or (H, W, 3), read from the first clip's first frame."""
+        if self._shape is None:
+            self._shape = self.clips[0].read_frame(0).shape
+        return self._shape
+
+
+def _find_child(folder: Path, name: str) -> Path | None:
+    """``Train`` or ``train``: the layout is case-insensitive because archives get re-packed on other systems."""
+    for p in folder.iterdir():
+        if p.is_dir() and p.name.lower() == name.lower():
+            return p
+    return None
+
+
+def _clip_dirs(split_dir: Path | None) -> list[Path]:
+    if split_dir is None:
+        return []
+    dirs = [p for p in split_dir.iterdir() if p.is_dir() and _visible(p) and not p.name.lower().endswith("_gt")]
+    return sorted(dirs, key=lambda p: natural_key(p.name))
+
+
+def find_gt_file(root: Path, test_dir: Path | None) -> Path | None:
+    """The ``.m`` label file at the root or in Test/; among several, prefer one named UCSD*."""
+    candidates: list[Path] = []
+    for folder in (root, test_dir):
+        if folder is not None:
+            candidates += sorted((p for p in folder.glob("*.m") if _visible(p) and p.is_file()), key=lambda p: p.name)
+    if not candidates:
+        return None
+    preferred = [p for p in candidates if p.name.lower().startswith("ucsd")]
+    return (preferred or candidates)[0]
+
+
+def _read_clip(folder: Path, split: Literal["train", "test"]) -> Clip:
+    frames = list_images(folder)
+    if not frames:
+        exts = "/".join(sorted(e[1:] for e in IMAGE_EXTENSIONS))
+        raise UserError(f"clip folder {folder} holds no frames ({exts}); add its frames or remove the folder")
+    return Clip(name=folder.name, split=split, frame_paths=frames)
+
+
+def _attach_masks(clip: Clip, test_dir: Path) -> None:
+    mask_dir = test_dir / f"{clip.name}_gt"
+    if not mask_dir.is_dir():
+        return
+    masks = list_images(mask_dir)
+    if len(masks) != len(clip):
+        raise UserError(
+            f"{mask_dir.name} has {len(masks)} masks for {len(clip)} frames of {clip.name}; "
+            "every frame needs one mask (or remove the folder)"
+        )
+    clip.mask_paths = masks
+
+
+def _attach_labels(test: list[Clip], gt: list[FrameRanges | None] | None, gt_file: Path | None) -> None:
+    if gt is not None and len(gt) != len(test):
+        raise UserError(
+            f"{gt_file} lists {len(gt)} test clips but Test/ holds {len(test)}; "
+            "they must match one to one, in clip order"
+        )
+    for i, clip in enumerate(test):
+        ranges = gt[i] if gt is not None else None
+        if ranges is not None:
+            clip.labels = ranges_to_labels(ranges, len(clip), f"{gt_file} entry {i + 1} ({clip.name})")
+        elif clip.mask_paths is not None:
+            masks = clip.load_masks()
+            clip.labels = masks.reshape(len(masks), -1).any(axis=1)
+
+
+def _layout_error(root: Path) -> UserError:
+    """Point at a nested dataset (``UCSD_Anomaly_Dataset.v1p2/UCSDped1``) when the user gave its parent."""
+    nested = [p for p in sorted(root.iterdir(), key=lambda p: natural_key(p.name)) if p.is_dir() and _visible(p)]
+    nested = [p for p in nested if _find_child(p, "Train") or _find_child(p, "Test")]
+    hint = f"; did you mean {nested[0]}?" if nested else ""
+    return UserError(f"{root} is not a UCSD-layout dataset: {LAYOUT_HINT}{hint}")
+
+
+def open_ucsd(root: str | Path, require_test_labels: bool = False) -> UCSDDataset:
+    """List a UCSD-layout folder's clips and attach test labels (from the .m file, else from the masks)."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise UserError(f"dataset folder {root} does not exist; {LAYOUT_HINT}")
+    if not root.is_dir():
+        raise UserError(f"{root} is a file, not a dataset folder; {LAYOUT_HINT}")
+    train_dir, test_dir = _find_child(root, "Train"), _find_child(root, "Test")
+    train_dirs, test_dirs = _clip_dirs(train_dir), _clip_dirs(test_dir)
+    if not train_dirs and not test_dirs:
+        raise _layout_error(root)
+    train = [_read_clip(d, "train") for d in train_dirs]
+    test = [_read_clip(d, "test") for d in test_dirs]
+    for clip in test:
+        _attach_masks(clip, test_dir)  # type: ignore[arg-type]
+    gt_file = find_gt_file(root, test_dir)
+    gt = parse_gt_file(gt_file) if gt_file is not None and test else None
+    _attach_labels(test, gt, gt_file)
+    if require_test_labels:
+        if not test:
+            raise UserError(f"{root} has no Test/TestNNN clips to evaluate on; {LAYOUT_HINT}")
+        unlabelled = [c.name for c in test if c.labels is None]
+        if unlabelled:
+            raise UserError(
+                f"test clips {', '.join(unlabelled)} have no labels: add a UCSD*.m file with "
+                "gt_frame ranges or TestNNN_gt mask folders"
+            )
+    return UCSDDataset(root=root, train=train, test=test, gt_file=gt_file)
