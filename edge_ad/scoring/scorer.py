@@ -86,12 +86,19 @@ class AnomalyScorer(nn.Module):
         return (1 - ssim_map(x, y, self.window)).mean(1, keepdim=True)
 
     def raw_maps(
-        self, x: torch.Tensor, codes: torch.Tensor, distance: torch.Tensor, logits: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        codes: torch.Tensor,
+        distance: torch.Tensor,
+        logits: torch.Tensor | None,
+        restored: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        """Every active map; ``restored`` overrides the fast restoration (to score the exact reference)."""
         need_restore = any(n.startswith("restore") for n in self.names)
         if need_restore:
             assert self.prior is not None and logits is not None
-            restored = restore_fast(self.prior, codes, logits, self.restore_threshold, self.rounds)
+            if restored is None:
+                restored = restore_fast(self.prior, codes, logits, self.restore_threshold, self.rounds)
             both = self.vqvae.decode_codes(torch.cat([codes, restored]))
             b = x.shape[0]
             x_hat, x_rest = both[:b], both[b:]

@@ -115,7 +115,7 @@ def train_vqvae(ctx: StageContext, train_x: np.ndarray, val_x: np.ndarray) -> VQ
                 loss.backward()
                 opt.step()
                 seen += len(x)
-                losses.append(float(rec))
+                losses.append(float(rec.detach()))
                 codes.append(out["codes"].detach().cpu())
                 bar.update(task, advance=1, info=f"loss {np.mean(losses[-20:]):.4f}")
         dt = time.perf_counter() - t0
@@ -195,7 +195,7 @@ def train_prior(ctx: StageContext, train_codes: np.ndarray, val_codes: np.ndarra
                 torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
                 opt.step()
                 seen += len(c)
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 bar.update(task, advance=1, info=f"nll {np.mean(losses[-20:]):.3f}")
         dt = time.perf_counter() - t0
         val = prior_nll(prior, val_codes if len(val_codes) else train_codes[:256], ctx.device)

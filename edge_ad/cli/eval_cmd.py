@@ -1,0 +1,24 @@
+"""``edge-ad eval``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_(
+        data: Path = typer.Option(..., "--data", help="UCSD-layout root with Test/ clips and ground truth."),
+        run: Path = typer.Option(None, "--run", help="Training run to evaluate (PyTorch)."),
+        bundle: Path = typer.Option(None, "--bundle", help="Exported bundle to evaluate (ONNX Runtime)."),
+        out: Path = typer.Option(Path("reports/latest"), "--out", help="Where report.json/md and figures go."),
+        baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also run frame-diff and MOG2."),
+        clips: int = typer.Option(None, "--clips", help="Only the first N test clips."),
+    ) -> None:
+        """Score every test clip with our maps and the baselines; print the table and write the report."""
+        from edge_ad.evaluation.evaluate import evaluate
+
+        evaluate(data, out, run, bundle, baselines, clips)
+        typer.echo(f"report written to {out}/report.md")

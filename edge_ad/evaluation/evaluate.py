@@ -1,0 +1,78 @@
+"""``edge-ad eval``: every test clip through our model and the baselines, then the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge_ad.data.ucsd import open_ucsd
+from edge_ad.errors import UserError
+from edge_ad.evaluation.baselines import MOG2, FrameDifference
+from edge_ad.evaluation.methods import MapMethod
+from edge_ad.evaluation.report import EvalResults, Evaluator, format_table, write_report
+
+WARM_UP_FRAMES = 200
+
+
+def model_methods(run: str | Path | None, bundle: str | Path | None) -> tuple[list[MapMethod], dict]:
+    """Our methods and what the baselines must match (model size, frame-score rule, motion offset)."""
+    if (run is None) == (bundle is None):
+        raise UserError("pass exactly one of --run RUN_DIR or --bundle BUNDLE")
+    if bundle is not None:
+        from edge_ad.evaluation.model_methods import BundleMethod
+
+        m = BundleMethod(bundle)
+        cfg = m.bundle.manifest["config"]
+        return [m], cfg
+    from edge_ad.evaluation.model_methods import RunMaps
+
+    maps = RunMaps(run)
+    return list(maps.methods()), maps.cfg.to_dict()
+
+
+def baseline_methods(cfg: dict, warm_up: np.ndarray | None) -> list[MapMethod]:
+    size = tuple(cfg["data"]["size"])
+    rule = {"frame_score": cfg["scoring"]["frame_score"], "topk_fraction": cfg["scoring"]["topk_fraction"]}
+    offsets = cfg["data"]["temporal_offsets"] or [1]
+    methods: list[MapMethod] = [FrameDifference(k=1, size=size, **rule)]
+    if max(offsets) != 1:
+        methods.append(FrameDifference(k=max(offsets), size=size, **rule))
+    mog = MOG2(size=size, **rule)
+    if warm_up is not None and len(warm_up):
+        mog.warm_up(warm_up)
+    methods.append(mog)
+    return methods
+
+
+def evaluate(
+    data_root: str | Path,
+    out: str | Path,
+    run: str | Path | None = None,
+    bundle: str | Path | None = None,
+    baselines: bool = True,
+    max_clips: int | None = None,
+) -> EvalResults:
+    ds = open_ucsd(data_root)
+    if not ds.test:
+        raise UserError(f"{data_root} has no test clips: expected Test/TestNNN folders")
+    methods, cfg = model_methods(run, bundle)
+    if baselines:
+        warm = ds.train[-1].load_frames()[:WARM_UP_FRAMES] if ds.train else None
+        methods += baseline_methods(cfg, warm)
+    ev = Evaluator(methods, eval_size=tuple(cfg["data"]["size"]))
+    clips = ds.test[:max_clips] if max_clips else ds.test
+    unlabeled = [c.name for c in clips if c.labels is None]
+    if len(unlabeled) == len(clips):
+        raise UserError(
+            f"no test clip of {data_root} has ground truth (no .m file entry, no TestNNN_gt masks); nothing to score"
+        )
+    for clip in clips:
+        if clip.labels is None:
+            print(f"warning: {clip.name} has no ground truth; skipped")
+            continue
+        ev.add_clip(clip.name, clip.load_frames(), clip.labels, clip.load_masks())
+    results = ev.results()
+    write_report(Path(out), results)
+    print(format_table(results))
+    return results

@@ -1,0 +1,62 @@
+"""Evaluation end to end on the tiny model: our maps and the baselines, the report, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import pytest
+
+from edge_ad.errors import UserError
+from edge_ad.evaluation.evaluate import evaluate
+
+
+def test_eval_bundle_with_baselines_writes_report(tiny_bundle: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    results = evaluate(tiny_scene, out, bundle=tiny_bundle)
+    report = json.loads((out / "report.json").read_text())
+    names = {m["name"] if isinstance(m, dict) and "name" in m else m for m in report["methods"]}
+    assert {"edge-ad (bundle)", "frame-diff-k1"} <= set(names) or len(names) >= 3
+    assert (out / "report.md").read_text().count("|") > 10
+    for png in ("roc_frame.png", "examples.png"):
+        assert cv2.imread(str(out / png)) is not None
+    summaries = results.summaries()
+    ours = summaries["edge-ad (bundle)"]
+    assert ours.frame_auroc is not None and 0.0 <= ours.frame_auroc <= 1.0
+
+
+def test_eval_run_shows_each_map(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    results = evaluate(tiny_scene, tmp_path / "r", run=tiny_run, baselines=False)
+    names = set(results.summaries())
+    assert "edge-ad" in names and "edge-ad:nll" in names and "edge-ad:ssim_am" in names
+
+
+def test_eval_run_without_prior_skips_its_maps(tiny_run: Path, tiny_scene: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "prior.safetensors").unlink()
+    (run / "calibration.json").unlink()
+    results = evaluate(tiny_scene, tmp_path / "r", run=run, baselines=False)
+    assert "no trained prior" in capsys.readouterr().out
+    assert not any("nll" in n or "restore" in n for n in results.summaries())
+
+
+def test_eval_clip_without_ground_truth_is_skipped(tiny_bundle: Path, tiny_scene: Path, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(tiny_scene, data)
+    for m in data.glob("*.m"):
+        m.unlink()
+    shutil.rmtree(data / "Test" / "Test001_gt")
+    evaluate(data, tmp_path / "r", bundle=tiny_bundle, baselines=False)
+    assert "Test001 has no ground truth" in capsys.readouterr().out
+
+
+def test_eval_masks_of_wrong_size(tiny_bundle: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(tiny_scene, data)
+    for m in (data / "Test" / "Test002_gt").iterdir():
+        cv2.imwrite(str(m), cv2.resize(cv2.imread(str(m), 0), (20, 10)))
+    with pytest.raises(UserError, match="Test002"):
+        evaluate(data, tmp_path / "r", bundle=tiny_bundle, baselines=False)

@@ -1,0 +1,127 @@
+"""Training: what matters (reconstruction, codebook health, the prior's view of anomalies) and bad inputs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edge_ad.config import load_config
+from edge_ad.data.ucsd import open_ucsd
+from edge_ad.errors import UserError
+from edge_ad.models.prior import code_nll
+from edge_ad.models.vqvae import VQVAE
+from edge_ad.scoring.load import load_pipeline
+from edge_ad.training.frames import clip_tensor
+from edge_ad.training.stages import vqvae_validation
+from edge_ad.training.train import load_training_frames, train
+
+from .conftest import CONFIGS
+
+TINY = CONFIGS / "tiny.yaml"
+
+
+def test_reconstruction_beats_untrained_model(tiny_run: Path, tiny_scene: Path) -> None:
+    cfg, pipe, _ = load_pipeline(tiny_run)
+    _, val = load_training_frames(cfg, tiny_scene)
+    torch.manual_seed(0)
+    trained = vqvae_validation(pipe.vqvae, val, torch.device("cpu"))
+    fresh = vqvae_validation(VQVAE.from_config(cfg).eval(), val, torch.device("cpu"))
+    assert trained["val_mse"] < 0.2 * fresh["val_mse"], (trained, fresh)
+
+
+def test_codebook_is_healthy(tiny_run: Path, tiny_scene: Path) -> None:
+    cfg, pipe, _ = load_pipeline(tiny_run)
+    _, val = load_training_frames(cfg, tiny_scene)
+    stats = vqvae_validation(pipe.vqvae, val, torch.device("cpu"))
+    assert stats["val_perplexity"] > 8, stats  # of 64 codes: no collapse onto a handful
+    assert stats["val_usage"] > 0.2, stats
+
+
+def test_prior_finds_anomalous_codes_unlikely(tiny_run: Path, tiny_scene: Path) -> None:
+    cfg, pipe, _ = load_pipeline(tiny_run)
+    ds = open_ucsd(tiny_scene)
+    inside, normal = [], []
+    f = 2**cfg.model.downsamplings
+    h, w = cfg.data.size
+    for clip in ds.test:
+        x = torch.from_numpy(clip_tensor(clip, cfg).frames).float()
+        masks = clip.load_masks()
+        with torch.no_grad():
+            codes, _, logits = pipe.encode(x)
+            nll = code_nll(logits, codes).numpy()
+        for i, m in enumerate(masks):
+            cells = (
+                torch.nn.functional.adaptive_max_pool2d(
+                    torch.from_numpy(m.astype(np.float32))[None, None], (h // f, w // f)
+                )[0, 0].numpy()
+                > 0
+            )
+            if cells.any():
+                inside.append(nll[i][cells])
+            elif not clip.labels[i]:
+                normal.append(nll[i].ravel())
+    inside_mean = float(np.concatenate(inside).mean())
+    normal_mean = float(np.concatenate(normal).mean())
+    assert inside_mean > 1.5 * normal_mean, (inside_mean, normal_mean)
+
+
+def test_resume_refuses_another_config(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    other = load_config(TINY, ["model.n_codes=32"])
+    with pytest.raises(UserError, match="another model/data config"):
+        train(other, tiny_scene, run, resume=True)
+
+
+def test_refuses_to_overwrite_a_trained_run(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    with pytest.raises(UserError, match="already holds a trained run"):
+        train(load_config(TINY), tiny_scene, run)
+
+
+def test_nan_loss_names_epoch(tiny_scene: Path, tmp_path: Path) -> None:
+    cfg = load_config(TINY, ["training.lr=1e12", "training.epochs=2", "training.max_train_frames=64"])
+    with pytest.raises(UserError, match=r"loss became .* in epoch 1; lower the learning rate"):
+        train(cfg, tiny_scene, tmp_path / "run", stage="vqvae")
+
+
+def test_empty_training_set(tmp_path: Path) -> None:
+    (tmp_path / "Train" / "Train001").mkdir(parents=True)
+    (tmp_path / "Test" / "Test001").mkdir(parents=True)
+    with pytest.raises(UserError):
+        train(load_config(TINY), tmp_path, tmp_path / "run")
+
+
+def test_mixed_frame_sizes(tiny_scene: Path, tmp_path: Path) -> None:
+    import cv2
+
+    root = tmp_path / "mixed"
+    shutil.copytree(tiny_scene / "Train", root / "Train")
+    odd = root / "Train" / "Train999"
+    odd.mkdir()
+    for i in range(1, 4):
+        cv2.imwrite(str(odd / f"{i:03d}.tif"), np.zeros((50, 70), np.uint8))
+    with pytest.raises(UserError, match="mixed frame sizes"):
+        train(load_config(TINY), root, tmp_path / "run")
+
+
+def test_unwritable_output(tiny_scene: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UserError, match="cannot write the run directory"):
+        train(load_config(TINY), tiny_scene, blocker / "run")
+
+
+def test_train_cli_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_ad.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r"), "-c", str(TINY)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edge-ad: error:")
