@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from edge_ad.export.bundle import Bundle, load_bundle, write_manifest
-from edge_ad.export.onnx_graphs import export_graph, graph_specs
-from edge_ad.export.parity import check_parity
 
 from edge_ad.data.preprocess import channel_names
 from edge_ad.errors import UserError
+from edge_ad.export.bundle import Bundle, load_bundle, write_manifest
+from edge_ad.export.onnx_graphs import export_graph, graph_specs
+from edge_ad.export.parity import check_parity
 from edge_ad.scoring.calibrate import validation_frames
 from edge_ad.scoring.load import load_pipeline
 from edge_ad.training.rundir import RunDir
@@ -33,12 +33,13 @@ def _parity_frames(run: RunDir, cfg, data_root: str | Path | None) -> np.ndarray
     return x[keep].astype(np.float32)
 
 
-def _check_graph(path: Path, opset: int) -> list[str]:
+def _check_graph(path: Path, input_names: list[str]) -> list[str]:
+    """TensorRT readiness; control flow counts as a problem too, since our graphs are meant to have none."""
+    from edge_ad.export.opcheck import check_tensorrt_ready, control_flow_warnings
+
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
-    from edge_ad.export.opcheck import check_tensorrt_ready
-
-    return check_tensorrt_ready(model)
+    return check_tensorrt_ready(model, expected_inputs=input_names) + control_flow_warnings(model)
 
 
 def export_bundle(
@@ -71,7 +72,7 @@ def export_bundle(
     for spec in graph_specs(pipeline, example):
         path = export_graph(spec, out, cfg.export.opset)
         graphs[spec.name] = path.name
-        readiness[spec.name] = _check_graph(path, cfg.export.opset)
+        readiness[spec.name] = _check_graph(path, spec.input_names)
     problems = [f"{g}: {p}" for g, ps in readiness.items() for p in ps]
     if problems:
         raise UserError("graph is not TensorRT-ready: " + "; ".join(problems))

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from edge_ad.export.bundle import MANIFEST, load_bundle, sha256_file
 from edge_ad.export.exporter import export_bundle
-from edge_ad.export.opcheck import check_tensorrt_ready
+from edge_ad.export.opcheck import check_tensorrt_ready, control_flow_warnings
 
 from edge_ad.errors import UserError
 
@@ -34,6 +34,7 @@ def test_bundle_has_every_graph_and_passed_parity(tiny_bundle: Path) -> None:
 def test_every_graph_is_tensorrt_ready(tiny_bundle: Path, graph: str) -> None:
     model = onnx.load(str(tiny_bundle / f"{graph}.onnx"))
     assert check_tensorrt_ready(model) == []
+    assert control_flow_warnings(model) == []
     dims = [d for i in model.graph.input for d in i.type.tensor_type.shape.dim]
     assert any(d.dim_param for d in dims), "the batch axis must stay dynamic"
 
