@@ -6,6 +6,7 @@ setting. ``--set section.key=value`` overrides are parsed as YAML scalars and va
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -104,6 +105,8 @@ class ScoringConfig(Section):
     ssim_sigma: float = Field(1.5, gt=0.0)
     am_dilation: int = Field(3, ge=1)
     ssim_dilation: int = Field(1, ge=1)
+    # How the per-channel SSIM maps of frame and motion channels become one: mean or max.
+    channel_reduce: Literal["mean", "max"] = "max"
     # Restoration (Wang et al.): a code is unlikely when its NLL is above this quantile of the NLLs seen
     # on normal validation frames.
     restore_quantile: float = Field(0.999, gt=0.5, lt=1.0)
@@ -118,7 +121,7 @@ class ScoringConfig(Section):
     @field_validator("weights")
     @classmethod
     def _known_maps(cls, v: dict[str, float]) -> dict[str, float]:
-        known = {"ssim", "ssim_am", "nll", "restore"}
+        known = {"ssim", "am", "ssim_am", "nll", "restore", "restore_diff"}
         bad = set(v) - known
         if bad:
             raise ValueError(f"unknown map(s) {sorted(bad)}; known maps are {sorted(known)}")
@@ -144,6 +147,26 @@ class AlertConfig(Section):
     end_frames: int = Field(5, ge=1)
     cooldown_s: float = Field(2.0, ge=0.0)
     snapshot: bool = True
+    # The frame-score threshold `on`/`off` multiply; None = the bundle's calibrated one (tune on site).
+    threshold: float | None = Field(None, gt=0.0)
+    # While an alert is on, an `update` event (new boxes, snapshot) at most this often, in stream time.
+    update_s: float = Field(1.0, gt=0.0)
+    # Largest regions kept per event, so a noisy map cannot flood a message.
+    max_boxes: int = Field(16, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_booleans(cls, data: Any) -> Any:
+        """YAML 1.1 reads the keys `on:` and `off:` as true and false; take them back as the names they are."""
+        if isinstance(data, dict) and any(k is True or k is False for k in data):
+            data = {("on" if k is True else "off" if k is False else k): v for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> AlertConfig:
+        if self.off > self.on:
+            raise ValueError(f"alerts.off ({self.off}) must not be above alerts.on ({self.on})")
+        return self
 
 
 class StreamConfig(Section):
@@ -152,6 +175,18 @@ class StreamConfig(Section):
     kind: Literal["camera", "video", "frames", "url", "gstreamer"]
     pace: Literal["realtime", "max"] | None = None
     loop: bool = False
+    # URLs: OpenCV's FFmpeg backend, or an `ffmpeg` subprocess (optionally with `-hwaccel <hwaccel>`).
+    decoder: Literal["opencv", "ffmpeg"] = "opencv"
+    hwaccel: str | None = None
+    # Frames folders have no rate of their own: pace=realtime plays them at this rate (UCSD is 10 fps).
+    fps: float | None = Field(None, gt=0.0)
+
+    @field_validator("name")
+    @classmethod
+    def _topic_safe(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", v):
+            raise ValueError("stream names are letters, digits, '_' and '-' (they end ZeroMQ topics)")
+        return v
 
 
 class RuntimeConfig(Section):
@@ -170,8 +205,28 @@ class RuntimeConfig(Section):
     watchdog_s: float = Field(5.0, gt=0.0)
     status_every_s: float = Field(5.0, gt=0.0)
     curve: bool = False
+    # CURVE server secret: a zmq certificate file (zmq.auth.create_certificates) or EDGE_AD_CURVE_SECRET_KEY.
+    curve_secret_file: str | None = None
+    # CURVE: when set, only clients whose public certificates are in this folder may connect.
+    curve_clients_dir: str | None = None
+    # Replays: wait for this many subscriptions before the first frame, so no subscriber misses the start.
+    wait_subscribers: int = Field(0, ge=0)
+    wait_subscribers_s: float = Field(10.0, gt=0.0)
+    pace: Literal["realtime", "max"] = "realtime"
+    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    # ONNX Runtime: execution providers in order of preference ([] = CPU), intra-op threads (None = cores).
+    providers: list[str] = Field(default_factory=list)
+    threads: int | None = Field(None, ge=1)
     alerts: AlertConfig = Field(default_factory=AlertConfig)
     streams: list[StreamConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_streams(self) -> RuntimeConfig:
+        names = [s.name for s in self.streams]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"stream names must be unique; repeated: {', '.join(dup)}")
+        return self
 
 
 class Config(Section):

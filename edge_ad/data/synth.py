@@ -28,7 +28,7 @@ REFERENCE_HEIGHT = 158.0  # speeds are given in pixels of a UCSD-sized (158 px h
 ANOMALY_KINDS = ("cyclist", "skater", "cart", "vehicle")
 # Reference speeds in px/frame at mid-image; scaled by perspective and frame size.
 SPEEDS = {
-    "pedestrian": (0.3, 1.0),
+    "pedestrian": (0.6, 1.6),  # UCSD Ped1 walkers: about 1 px/frame at 10 frames/s
     "cyclist": (2.5, 4.0),
     "skater": (2.0, 3.5),
     "cart": (0.6, 1.2),
@@ -251,9 +251,9 @@ def _new_mover(rng: np.random.Generator, cam: Camera, kind: str, direction: int,
 
 
 def _pedestrians(rng: np.random.Generator, cam: Camera, frames: int) -> list[Mover]:
-    """A slowly varying crowd of 2-8, some in small groups, walking both ways; the clip opens mid-stream."""
+    """A slowly varying crowd of 3-12, some in small groups, walking both ways; the clip opens mid-stream."""
     movers: list[Mover] = []
-    base = rng.uniform(3.0, 7.0)
+    base = rng.uniform(4.0, 10.0)
     wobble = rng.uniform(0, 2 * math.pi)
     period = rng.uniform(150, 400)
 
@@ -275,10 +275,10 @@ def _pedestrians(rng: np.random.Generator, cam: Camera, frames: int) -> list[Mov
     while placed < round(base):
         placed += spawn(0, rng.uniform(0.05, 0.95) * cam.length, round(base) - placed)
     for f in range(frames):
-        target = min(8.0, max(2.0, base + 1.5 * math.sin(wobble + 2 * math.pi * f / period)))
+        target = min(12.0, max(3.0, base + 2.0 * math.sin(wobble + 2 * math.pi * f / period)))
         present = sum(1 for m in movers if f in m.track)
         if present < target and rng.random() < 0.1:
-            spawn(f, None, max(1, 8 - present))
+            spawn(f, None, max(1, 12 - present))
     return movers
 
 

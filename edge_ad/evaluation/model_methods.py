@@ -31,11 +31,11 @@ class RunMaps:
         self._torch = torch
         self.cfg, self.pipeline, self.calibration = load_pipeline(run_dir)
         self.names = list(self.pipeline.scorer.names)
-        self._key: int | None = None
+        self._frames: np.ndarray | None = None  # held, not its id(): a freed array's id is reused
         self._out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def compute(self, frames: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        if self._key == id(frames):
+        if frames is self._frames:
             return self._out
         torch, d, scorer = self._torch, self.cfg.data, self.pipeline.scorer
         x = _channels(frames, d.size, d.grayscale, d.temporal_offsets)
@@ -52,7 +52,7 @@ class RunMaps:
         self._out = {
             k: (np.concatenate([a for a, _ in v]), np.concatenate([b for _, b in v])) for k, v in parts.items()
         }
-        self._key = id(frames)
+        self._frames = frames
         return self._out
 
     def methods(self) -> list[RunView]:

@@ -120,4 +120,4 @@ def code_nll(logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """Per-position negative log-likelihood of ``codes`` under ``logits``: [B, h, w]."""
     # Channel-last log-softmax: ONNX Runtime's softmax over axis 1 of an NCHW tensor is several times slower.
     logp = F.log_softmax(logits.permute(0, 2, 3, 1), dim=-1)
-    return -logp.gather(-1, codes.long().unsqueeze(-1)).squeeze(-1)
+    return -logp.gather(-1, codes.long().unsqueeze(-1))[..., 0]  # [..., 0], not squeeze: no ONNX If node

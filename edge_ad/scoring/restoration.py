@@ -26,7 +26,7 @@ def bottom_half_any(unlikely: torch.Tensor) -> torch.Tensor:
     below_left = p[:, :, 1:, 0:-2]
     below = p[:, :, 1:, 1:-1]
     below_right = p[:, :, 1:, 2:]
-    return ((right + below_left + below + below_right) > 0).squeeze(1)
+    return (right + below_left + below + below_right)[:, 0] > 0
 
 
 def replace_step(

@@ -2,6 +2,7 @@
 
 Maps (each [B, 1, H, W], larger = more anomalous):
 - ``ssim``: 1 - SSIM(x, x_hat), averaged over channels, grey-dilated (SM of Gangloff et al.).
+- ``am``: the alignment map alone: each encoder vector's squared distance to its code, upsampled and dilated.
 - ``ssim_am``: ``ssim`` times the alignment map (each encoder vector's squared distance to its code),
   upsampled to the frame and grey-dilated (VQ-VAE SSIM+AM).
 - ``nll``: the prior's per-position negative log-likelihood of the codes, upsampled.
@@ -27,7 +28,7 @@ from edge_ad.models.ssim import gaussian_1d, separable_blur, ssim_map
 from edge_ad.models.vqvae import VQVAE
 from edge_ad.scoring.restoration import restore_fast
 
-MAPS = ("ssim", "ssim_am", "nll", "restore", "restore_diff")
+MAPS = ("ssim", "am", "ssim_am", "nll", "restore", "restore_diff")
 PRIOR_MAPS = {"nll", "restore", "restore_diff"}
 
 
@@ -64,6 +65,7 @@ class AnomalyScorer(nn.Module):
             raise ValueError("no anomaly map is active (all weighted maps need the prior, which this run lacks)")
         self.ssim_dilation, self.am_dilation = s.ssim_dilation, s.am_dilation
         self.rounds = s.restore_rounds
+        self.channel_reduce = s.channel_reduce
         self.frame_mode = s.frame_score
         h, w = self.size
         self.topk = max(1, round(s.topk_fraction * h * w))
@@ -83,7 +85,9 @@ class AnomalyScorer(nn.Module):
         return F.interpolate(m.unsqueeze(1), size=self.size, mode="bilinear", align_corners=False)
 
     def _dissimilarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (1 - ssim_map(x, y, self.window)).mean(1, keepdim=True)
+        d = 1 - ssim_map(x, y, self.window)
+        # max: a motion channel's error is not diluted by a well-reconstructed appearance channel
+        return d.amax(1, keepdim=True) if self.channel_reduce == "max" else d.mean(1, keepdim=True)
 
     def raw_maps(
         self,
@@ -105,11 +109,12 @@ class AnomalyScorer(nn.Module):
         else:
             x_hat = self.vqvae.decode_codes(codes)
         out: dict[str, torch.Tensor] = {}
+        if "am" in self.names or "ssim_am" in self.names:
+            out["am"] = dilate(self._up(distance, "nearest"), self.am_dilation)
         if "ssim" in self.names or "ssim_am" in self.names:
-            sm = dilate(self._dissimilarity(x, x_hat), self.ssim_dilation)
-            out["ssim"] = sm
-            if "ssim_am" in self.names:
-                out["ssim_am"] = sm * dilate(self._up(distance, "nearest"), self.am_dilation)
+            out["ssim"] = dilate(self._dissimilarity(x, x_hat), self.ssim_dilation)
+        if "ssim_am" in self.names:
+            out["ssim_am"] = out["ssim"] * out["am"]
         if "nll" in self.names:
             out["nll"] = self._up(code_nll(logits, codes), "bilinear")
         if "restore" in self.names:
