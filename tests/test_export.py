@@ -10,11 +10,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
+from edge_ad.errors import UserError
 from edge_ad.export.bundle import MANIFEST, load_bundle, sha256_file
 from edge_ad.export.exporter import export_bundle
 from edge_ad.export.opcheck import check_tensorrt_ready, control_flow_warnings
-
-from edge_ad.errors import UserError
 
 GRAPHS = ("encoder", "quantizer", "decoder", "prior", "scorer", "pipeline")
 

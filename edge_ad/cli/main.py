@@ -7,7 +7,7 @@ import sys
 import typer
 
 from edge_ad import __version__
-from edge_ad.cli import config_cmd, data_cmd, export_cmd, train_cmd
+from edge_ad.cli import bench_cmd, config_cmd, data_cmd, eval_cmd, export_cmd, run_cmd, train_cmd
 from edge_ad.errors import UserError
 
 app = typer.Typer(
@@ -34,7 +34,7 @@ def _root(
     """edge-ad: train on normal footage, export a bundle, run it on cameras."""
 
 
-for module in (data_cmd, config_cmd, train_cmd, export_cmd):
+for module in (data_cmd, config_cmd, train_cmd, eval_cmd, export_cmd, run_cmd, bench_cmd):
     module.register(app)
 
 

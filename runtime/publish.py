@@ -1,0 +1,197 @@
+"""ZeroMQ publishing: anomaly maps, alert events and heartbeats on one endpoint.
+
+Every message is ``[topic, header JSON, payload]``; topics are ``map.<stream>``, ``alert.<stream>`` and
+``heartbeat.<stream>``. ``seq`` is one counter per stream shared by its three topics and grows by one per
+message, whether or not the message could be sent: a subscriber of all of a stream's topics sees gaps
+exactly where messages were lost (a subscriber of one topic sees the others' numbers as gaps too).
+
+The socket is an XPUB, which publishes like a PUB but also sees subscriptions: a replay can wait for its
+subscribers before the first frame (no slow-joiner loss), and with XPUB_NODROP a full send queue is
+reported (``zmq.Again``) instead of silently dropping. Sends never block; a message that cannot be queued
+because a subscriber stopped reading (``sndhwm`` messages pending) is dropped for every subscriber and
+counted as ``publish_hwm``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from threading import Event
+
+import numpy as np
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from edge_ad.errors import UserError
+from edge_ad.runtime.alerts import AlertEvent
+
+VERSION = 1
+SECRET_ENV = "EDGE_AD_CURVE_SECRET_KEY"
+LINGER_MS = 1000  # at shutdown, queued messages get this long to leave
+
+
+def encode_map(amap: np.ndarray, dtype: str, map_scale: float) -> np.ndarray:
+    """uint8: map / map_scale * 255, rounded and clipped; float16: the map's own values."""
+    if dtype == "float16":
+        return np.ascontiguousarray(amap, dtype=np.float16)
+    return np.clip(np.rint(amap * (255.0 / map_scale)), 0, 255).astype(np.uint8)
+
+
+def load_server_keys(secret_file: str | None) -> tuple[bytes, bytes]:
+    """(public, secret) for a CURVE server: from a zmq certificate file, or a Z85 secret in the environment."""
+    if secret_file:
+        path = Path(secret_file)
+        if not path.is_file():
+            raise UserError(f"CURVE secret key file not found: {path}")
+        try:
+            public, secret = zmq.auth.load_certificate(path)
+        except (ValueError, OSError) as e:
+            raise UserError(f"{path}: not a zmq certificate ({e})") from None
+        if not secret:
+            raise UserError(f"{path} holds only a public key; give the server's .key_secret file")
+        return public, secret
+    env = os.environ.get(SECRET_ENV, "").strip()
+    if env:
+        try:
+            return zmq.curve_public(env.encode()), env.encode()
+        except (ValueError, zmq.ZMQError):
+            raise UserError(f"{SECRET_ENV} is not a 40-character Z85 CURVE secret key") from None
+    raise UserError(f"runtime.curve is on but there is no server key: set runtime.curve_secret_file or {SECRET_ENV}")
+
+
+def _bind_error(endpoint: str, err: zmq.ZMQError) -> UserError:
+    if err.errno == zmq.EADDRINUSE:
+        return UserError(f"{endpoint} is already in use (another edge-ad run?); choose another with --endpoint")
+    return UserError(f"cannot publish on {endpoint}: {err.strerror}")
+
+
+class Publisher:
+    """Owns the socket; call its methods from one thread only (ZeroMQ sockets are not thread-safe)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        sndhwm: int,
+        on_drop: Callable[[str, str], None],
+        curve: bool = False,
+        curve_secret_file: str | None = None,
+        curve_clients_dir: str | None = None,
+    ):
+        self.on_drop = on_drop
+        self._ctx = zmq.Context()
+        self._auth: ThreadAuthenticator | None = None
+        self._sock = self._ctx.socket(zmq.XPUB)
+        self._seq: dict[str, int] = defaultdict(int)
+        self.public_key: bytes | None = None
+        try:
+            self._sock.setsockopt(zmq.SNDHWM, sndhwm)
+            self._sock.setsockopt(zmq.XPUB_NODROP, 1)
+            self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+            self._sock.setsockopt(zmq.LINGER, LINGER_MS)
+            if curve:
+                self.public_key = self._secure(curve_secret_file, curve_clients_dir)
+            try:
+                self._sock.bind(endpoint)
+            except zmq.ZMQError as e:
+                raise _bind_error(endpoint, e) from None
+        except BaseException:
+            self.close()
+            raise
+        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _secure(self, secret_file: str | None, clients_dir: str | None) -> bytes:
+        public, secret = load_server_keys(secret_file)
+        if clients_dir:
+            if not Path(clients_dir).is_dir():
+                raise UserError(f"CURVE clients folder not found: {clients_dir}")
+            self._auth = ThreadAuthenticator(self._ctx)
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=clients_dir)
+        self._sock.curve_secretkey = secret
+        self._sock.curve_publickey = public
+        self._sock.curve_server = True
+        return public
+
+    def _send(self, stream: str, topic: str, header: dict, payload: bytes | np.ndarray) -> bool:
+        seq = self._seq[stream]
+        self._seq[stream] = seq + 1
+        head = json.dumps({"v": VERSION, "stream": stream, "seq": seq, **header}).encode()
+        try:
+            self._sock.send_multipart([topic.encode(), head, payload], flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.on_drop(stream, "publish_hwm")
+            return False
+        return True
+
+    def send_map(
+        self,
+        stream: str,
+        frame_index: int,
+        ts_capture: float,
+        data: np.ndarray,
+        score: float,
+        alert_id: str | None,
+        map_scale: float = 1.0,
+    ) -> bool:
+        """``map_scale``: the map value a uint8 255 stands for, so a subscriber can recover map values."""
+        header = {
+            "frame_index": frame_index,
+            "ts_capture": ts_capture,
+            "ts_publish": time.time(),
+            "shape": list(data.shape),
+            "dtype": str(data.dtype),
+            "score": score,
+            "alert": alert_id,
+            "map_scale": map_scale,
+        }
+        return self._send(stream, f"map.{stream}", header, np.ascontiguousarray(data))
+
+    def send_alert(self, event: AlertEvent, jpeg: bytes | None) -> bool:
+        header = {
+            "event": event.event,
+            "alert_id": event.alert_id,
+            "frame_index": event.frame_index,
+            "ts": event.ts,
+            "score": event.score,
+            "peak_score": event.peak_score,
+            "threshold": event.threshold,
+            "boxes": event.boxes,
+            "snapshot": event.snapshot,
+        }
+        return self._send(event.stream, f"alert.{event.stream}", header, jpeg or b"")
+
+    def send_heartbeat(self, stream: str, info: dict) -> bool:
+        return self._send(stream, f"heartbeat.{stream}", {"ts": time.time(), **info}, b"")
+
+    def _read_subscriptions(self, timeout_ms: int) -> int:
+        """Consume subscription messages (the inbound queue must not fill); returns how many subscribed."""
+        added = 0
+        while self._sock.poll(timeout_ms, zmq.POLLIN):
+            msg = self._sock.recv()
+            added += 1 if msg[:1] == b"\x01" else 0
+            timeout_ms = 0
+        return added
+
+    def drain(self) -> None:
+        self._read_subscriptions(0)
+
+    def wait_for_subscribers(self, count: int, timeout_s: float, stop: Event) -> int:
+        """Block until ``count`` subscriptions arrived, ``timeout_s`` passed or ``stop`` is set."""
+        seen = 0
+        deadline = time.monotonic() + timeout_s
+        while seen < count and not stop.is_set() and time.monotonic() < deadline:
+            seen += self._read_subscriptions(100)
+        return seen
+
+    def close(self, linger_ms: int = LINGER_MS) -> None:
+        if not self._sock.closed:
+            self._sock.close(linger=linger_ms)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        self._ctx.term()

@@ -1,0 +1,47 @@
+"""The runtime benchmark runs end to end on the tiny bundle and reports consistent figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_runtime_fps_benchmark(tiny_bundle: Path) -> None:
+    cmd = [sys.executable, "-m", "benchmarks.runtime_fps", "--bundle", str(tiny_bundle), "--batch", "1", "4",
+           "--frames", "48"]  # fmt: skip
+    run = subprocess.run(
+        [*cmd, "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert set(result["batches"]) == {"1", "4"}
+    for figures in result["batches"].values():
+        lat = figures["latency_ms"]
+        assert figures["frames"] == 48 and figures["fps"] > 0 and figures["inference_fps"] > 0
+        assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
+        # The pipeline cannot be faster than the model alone.
+        assert figures["fps"] <= figures["inference_fps"] * 1.05
+    assert result["matmul_gflops"] > 0
+    assert result["model"]["gflop_per_frame"] > 0 and result["model"]["nodes"] > 0
+    assert result["command"].startswith("python -m benchmarks.runtime_fps --bundle")
+    assert "frames/s end to end" in run.stderr and "reproduce: python -m benchmarks.runtime_fps" in run.stderr
+
+
+def test_benchmark_refuses_a_missing_bundle(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "benchmarks.runtime_fps", "--bundle", str(tmp_path / "nope")]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stderr.strip().startswith("edge-ad: error: bundle not found")

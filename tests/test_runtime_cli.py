@@ -1,0 +1,207 @@
+"""`edge-ad run` and `edge-ad subscribe` as users meet them: clean shutdown on signals, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+from edge_ad.cli.main import main
+from edge_ad.runtime.alerts import read_journal
+
+CLI = [sys.executable, "-m", "edge_ad.cli.main"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def clip(tiny_scene: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "clip"
+    shutil.copytree(tiny_scene / "Test" / "Test001", out)
+    return out
+
+
+def user_error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """Run the CLI in-process; it must exit 2 with exactly one `edge-ad: error:` line on stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2, err
+    assert len(err) == 1 and err[0].startswith("edge-ad: error: "), err
+    return err[0]
+
+
+def run_args(bundle: Path, tmp_path: Path, *sources: str) -> list[str]:
+    return ["run", "--bundle", str(bundle), *sources, "--endpoint", f"tcp://127.0.0.1:{free_port()}",
+            "--metrics-port", "0", "--journal", str(tmp_path / "journal")]  # fmt: skip
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_a_run_within_two_seconds_with_the_journal_flushed(
+    signum: int, tiny_bundle: Path, clip: Path, tmp_path: Path
+) -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt_string(zmq.SUBSCRIBE, "alert.")
+    sub.connect(endpoint)
+    journal = tmp_path / "journal"
+    proc = subprocess.Popen(
+        [*CLI, "run", "--bundle", str(tiny_bundle), "--frames", str(clip), "--loop", "--pace", "realtime",
+         "--endpoint", endpoint, "--metrics-port", "0", "--journal", str(journal),
+         "--set", "runtime.alerts.threshold=1e-12", "--set", "runtime.wait_subscribers=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    try:
+        assert sub.poll(60_000), "no alert from the running process"
+        topic, header, _ = sub.recv_multipart()
+        assert json.loads(header)["event"] == "start"
+        t0 = time.monotonic()
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=10)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close(linger=0)
+        ctx.term()
+    assert proc.returncode == 0, err
+    assert elapsed < 2.0, f"took {elapsed:.2f} s to stop"
+    events = read_journal(journal / "alerts.jsonl")
+    assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "end"
+    assert events[-1]["alert_id"] == events[0]["alert_id"]
+    assert "done: clip stopped" in err
+
+
+def test_an_unreachable_url_keeps_retrying_until_asked_to_stop(tiny_bundle: Path, tmp_path: Path) -> None:
+    url = f"rtsp://127.0.0.1:{free_port()}/nobody"
+    proc = subprocess.Popen(
+        [*CLI, *run_args(tiny_bundle, tmp_path, "--url", url), "--set", "runtime.reconnect_initial_s=0.05",
+         "--set", "runtime.reconnect_max_s=0.1", "--set", "runtime.status_every_s=0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    try:
+        time.sleep(3.0)
+        assert proc.poll() is None, "gave up on a URL that may come back"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and time.monotonic() - t0 < 2.0
+    # Said once, not at every retry; the status line carries the attempts.
+    assert err.count(f"cannot open {url}; retrying") == 1, err
+    assert "url0 reconnecting:" in err
+    status = [line for line in err.splitlines() if "url0 reconnecting" in line]
+    assert status and int(status[-1].split("reconnects ")[1].split()[0]) >= 5
+
+
+def test_a_whole_run_never_imports_torch(tiny_bundle: Path, clip: Path, tmp_path: Path) -> None:
+    """An edge box installs the base package only: `edge-ad run` and `subscribe` must work without torch."""
+    code = (
+        "import sys\n"
+        "from edge_ad.cli.main import main\n"
+        "try:\n"
+        f"    main({run_args(tiny_bundle, tmp_path, '--frames', str(clip))!r} + ['--pace', 'max'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "import edge_ad.runtime.subscribe, edge_ad.runtime.backends.onnxruntime\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_missing_bundle(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    msg = user_error(["run", "--bundle", str(tmp_path / "nope"), "--camera", "0"], capsys)
+    assert "bundle not found" in msg
+
+
+def test_camera_that_does_not_exist(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    if Path("/dev/video7").exists():
+        pytest.skip("this machine has a /dev/video7")
+    msg = user_error(run_args(tiny_bundle, tmp_path, "--camera", "7"), capsys)
+    assert "camera 7: /dev/video7 does not exist" in msg
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (["--video", "missing.avi"], "video not found"),
+        (["--frames", "missing"], "frames folder not found"),
+        (["--url", "gopher://x"], "unsupported URL"),
+    ],
+)
+def test_bad_sources(
+    source: list[str], message: str, tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    if source[0] != "--url":
+        source = [source[0], str(tmp_path / source[1])]
+    assert message in user_error(run_args(tiny_bundle, tmp_path, *source), capsys)
+
+
+def test_no_source_and_wrong_names(
+    tiny_bundle: Path, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert "no source" in user_error(run_args(tiny_bundle, tmp_path), capsys)
+    msg = user_error([*run_args(tiny_bundle, tmp_path, "--frames", str(clip)), "--name", "a", "--name", "b"], capsys)
+    assert "2 --name for 1 source(s)" in msg
+    msg = user_error([*run_args(tiny_bundle, tmp_path, "--frames", str(clip)), "--name", "a.b"], capsys)
+    assert "stream names are letters" in msg
+
+
+def test_zeromq_port_in_use(tiny_bundle: Path, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        argv = run_args(tiny_bundle, tmp_path, "--frames", str(clip))
+        argv[argv.index("--endpoint") + 1] = f"tcp://127.0.0.1:{port}"
+        msg = user_error(argv, capsys)
+    assert f"tcp://127.0.0.1:{port} is already in use" in msg and "--endpoint" in msg
+
+
+def test_metrics_port_in_use(tiny_bundle: Path, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        argv = run_args(tiny_bundle, tmp_path, "--frames", str(clip))
+        argv[argv.index("--metrics-port") + 1] = str(port)
+        msg = user_error(argv, capsys)
+    assert f"metrics port 127.0.0.1:{port} is already in use" in msg
+
+
+def test_gstreamer_stream_from_a_config(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import cv2
+
+    if "GStreamer:                   YES" in cv2.getBuildInformation():
+        pytest.skip("this OpenCV has GStreamer")
+    config = tmp_path / "streams.yaml"
+    config.write_text(
+        "runtime:\n  streams:\n    - {name: gate, kind: gstreamer, source: 'videotestsrc ! videoconvert ! appsink'}\n"
+    )
+    msg = user_error([*run_args(tiny_bundle, tmp_path), "--config", str(config)], capsys)
+    assert "no GStreamer support" in msg and "PyPI wheels" in msg
+
+
+def test_subscribe_gives_up_after_its_timeout(capsys: pytest.CaptureFixture) -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    msg = user_error(["subscribe", "--endpoint", endpoint, "--timeout", "0.3"], capsys)
+    assert f"no message from {endpoint} for 0.3 s" in msg

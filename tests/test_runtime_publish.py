@@ -1,0 +1,239 @@
+"""The ZeroMQ side on real sockets: message layout, seq numbering, CURVE with real keys, a slow subscriber."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+import zmq.auth
+
+from edge_ad.config import AlertConfig
+from edge_ad.errors import UserError
+from edge_ad.runtime.alerts import AlertTracker
+from edge_ad.runtime.publish import SECRET_ENV, Publisher, encode_map
+from edge_ad.runtime.subscribe import decode_map, describe
+
+
+def free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+class Drops:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def __call__(self, stream: str, reason: str) -> None:
+        self.seen.append((stream, reason))
+
+
+def sub_socket(ctx: zmq.Context, endpoint: str, **curve: bytes) -> zmq.Socket:
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    for key, value in curve.items():
+        setattr(sock, key, value)
+    sock.setsockopt_string(zmq.SUBSCRIBE, "")
+    sock.connect(endpoint)
+    return sock
+
+
+def wait_ready(pub: Publisher, n: int = 1) -> None:
+    assert pub.wait_for_subscribers(n, 5.0, _never()) == n
+
+
+def _never():
+    import threading
+
+    return threading.Event()
+
+
+def test_encode_map_uint8_and_float16() -> None:
+    amap = np.array([[-1.0, 0.0, 0.5], [1.0, 2.0, 9.0]], np.float32)
+    u8 = encode_map(amap, "uint8", map_scale=2.0)
+    assert u8.dtype == np.uint8 and u8.tolist() == [[0, 0, 64], [128, 255, 255]]
+    f16 = encode_map(amap, "float16", map_scale=2.0)
+    assert f16.dtype == np.float16 and np.allclose(f16, amap)
+
+
+def test_messages_have_the_documented_layout_and_one_seq_per_stream() -> None:
+    endpoint = free_endpoint()
+    pub = Publisher(endpoint, sndhwm=100, on_drop=Drops())
+    ctx = zmq.Context()
+    sub = sub_socket(ctx, endpoint)
+    try:
+        wait_ready(pub)
+        amap = np.arange(12, dtype=np.uint8).reshape(3, 4)
+        pub.send_map("a", 7, 123.5, amap, 0.25, None, map_scale=2.0)
+        pub.send_heartbeat("a", {"state": "running"})
+        pub.send_map("b", 0, 124.0, amap, 0.5, "x1")
+        tracker = AlertTracker("a", 1.0, AlertConfig(min_frames=1))
+        event = tracker.update(8, 124.5, 3.0)
+        assert event is not None
+        event.boxes = [[1, 2, 3, 4]]
+        pub.send_alert(event, b"jpeg-bytes")
+        got = [sub.recv_multipart() for _ in range(4)]
+    finally:
+        sub.close()
+        ctx.term()
+        pub.close()
+    topics = [g[0].decode() for g in got]
+    headers = [json.loads(g[1]) for g in got]
+    assert topics == ["map.a", "heartbeat.a", "map.b", "alert.a"]
+    assert [(h["stream"], h["seq"]) for h in headers] == [("a", 0), ("a", 1), ("b", 0), ("a", 2)]
+    m = headers[0]
+    assert m["v"] == 1 and m["frame_index"] == 7 and m["ts_capture"] == 123.5 and m["ts_publish"] >= 123.5
+    assert m["shape"] == [3, 4] and m["dtype"] == "uint8" and m["score"] == 0.25 and m["alert"] is None
+    assert np.array_equal(decode_map(m, got[0][2]), amap)
+    assert np.allclose(decode_map(m, got[0][2], values=True), amap * 2.0 / 255.0)
+    a = headers[3]
+    assert (a["event"], a["alert_id"], a["frame_index"], a["boxes"]) == ("start", event.alert_id, 8, [[1, 2, 3, 4]])
+    assert got[3][2] == b"jpeg-bytes"
+    assert describe(topics[0], m, got[0][2]).startswith("map.a seq=0 frame=7 score=0.25 4x3 uint8")
+
+
+def test_a_subscriber_that_stops_reading_never_blocks_the_publisher() -> None:
+    endpoint = free_endpoint()
+    drops = Drops()
+    pub = Publisher(endpoint, sndhwm=10, on_drop=drops)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 10)
+    sub.setsockopt(zmq.RCVBUF, 4096)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt_string(zmq.SUBSCRIBE, "")
+    sub.connect(endpoint)
+    big = np.zeros((512, 512), np.uint8)
+    try:
+        wait_ready(pub)
+        t0 = time.monotonic()
+        sent = sum(pub.send_map("cam", i, time.time(), big, 0.0, None) for i in range(2000))
+        elapsed = time.monotonic() - t0
+    finally:
+        sub.close()
+        ctx.term()
+        pub.close(linger_ms=0)
+    assert elapsed < 10.0  # never waited for the stuck subscriber
+    assert sent < 2000 and len(drops.seen) == 2000 - sent
+    assert set(drops.seen) == {("cam", "publish_hwm")}
+
+
+def test_port_in_use_is_one_line() -> None:
+    endpoint = free_endpoint()
+    first = Publisher(endpoint, sndhwm=10, on_drop=Drops())
+    try:
+        with pytest.raises(UserError, match="already in use .* --endpoint"):
+            Publisher(endpoint, sndhwm=10, on_drop=Drops())
+    finally:
+        first.close()
+
+
+def test_curve_encrypts_and_only_keyholders_receive(tmp_path: Path) -> None:
+    server_public, server_secret_file = zmq.auth.create_certificates(tmp_path, "server")
+    server_public_key = zmq.auth.load_certificate(server_public)[0]
+    endpoint = free_endpoint()
+    pub = Publisher(endpoint, 100, Drops(), curve=True, curve_secret_file=str(server_secret_file))
+    assert pub.public_key == server_public_key
+    ctx = zmq.Context()
+    client_public, client_secret = zmq.curve_keypair()
+    good = sub_socket(
+        ctx, endpoint, curve_serverkey=server_public_key, curve_publickey=client_public, curve_secretkey=client_secret
+    )
+    plain = sub_socket(ctx, endpoint)  # no CURVE: the handshake fails, it never subscribes
+    try:
+        wait_ready(pub)
+        for i in range(3):
+            pub.send_heartbeat("cam", {"n": i})
+        assert good.poll(3000)
+        assert json.loads(good.recv_multipart()[1])["n"] == 0
+        assert not plain.poll(500)
+    finally:
+        good.close()
+        plain.close()
+        ctx.term()
+        pub.close()
+
+
+def test_curve_client_allow_list(tmp_path: Path) -> None:
+    keys, clients = tmp_path / "keys", tmp_path / "clients"
+    keys.mkdir()
+    clients.mkdir()
+    _, server_secret_file = zmq.auth.create_certificates(keys, "server")
+    server_public = zmq.auth.load_certificate(server_secret_file)[0]
+    allowed_public_file, allowed_secret_file = zmq.auth.create_certificates(keys, "allowed")
+    _, stranger_secret_file = zmq.auth.create_certificates(keys, "stranger")
+    (clients / "allowed.key").write_bytes(Path(allowed_public_file).read_bytes())
+    endpoint = free_endpoint()
+    pub = Publisher(
+        endpoint, 100, Drops(), curve=True, curve_secret_file=str(server_secret_file), curve_clients_dir=str(clients)
+    )
+    ctx = zmq.Context()
+
+    def client(secret_file: Path) -> zmq.Socket:
+        public, secret = zmq.auth.load_certificate(secret_file)
+        return sub_socket(ctx, endpoint, curve_serverkey=server_public, curve_publickey=public, curve_secretkey=secret)
+
+    allowed, stranger = client(allowed_secret_file), client(stranger_secret_file)
+    try:
+        wait_ready(pub)
+        pub.send_heartbeat("cam", {})
+        assert allowed.poll(3000)
+        assert not stranger.poll(500)
+    finally:
+        allowed.close()
+        stranger.close()
+        ctx.term()
+        pub.close()
+
+
+def test_curve_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    public, secret = zmq.curve_keypair()
+    monkeypatch.setenv(SECRET_ENV, secret.decode())
+    pub = Publisher(free_endpoint(), 10, Drops(), curve=True)
+    try:
+        assert pub.public_key == public
+    finally:
+        pub.close()
+    monkeypatch.setenv(SECRET_ENV, "too-short")
+    with pytest.raises(UserError, match="not a 40-character Z85"):
+        Publisher(free_endpoint(), 10, Drops(), curve=True)
+    monkeypatch.delenv(SECRET_ENV)
+    with pytest.raises(UserError, match="no server key"):
+        Publisher(free_endpoint(), 10, Drops(), curve=True)
+
+
+def test_subscribe_cli_speaks_curve(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import threading
+
+    from edge_ad.cli.main import main
+
+    public_file, secret_file = zmq.auth.create_certificates(tmp_path, "server")
+    endpoint = free_endpoint()
+    pub = Publisher(endpoint, 100, Drops(), curve=True, curve_secret_file=str(secret_file))
+    stop = threading.Event()
+
+    def beat() -> None:
+        wait_ready(pub)
+        while not stop.is_set():
+            pub.send_heartbeat("cam", {"state": "running", "frames": 3})
+            time.sleep(0.05)
+
+    beater = threading.Thread(target=beat, daemon=True)
+    beater.start()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["subscribe", "--endpoint", endpoint, "--server-key", str(public_file), "--count", "2",
+                  "--timeout", "5"])  # fmt: skip
+        assert exit_info.value.code == 0
+    finally:
+        stop.set()
+        beater.join(timeout=2)
+        pub.close()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("heartbeat.cam seq=") for line in lines)
+    assert "state=running frames=3" in lines[0]

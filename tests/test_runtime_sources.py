@@ -1,0 +1,173 @@
+"""Sources on real files: frame folders, videos, the ffmpeg pipe decoder, pacing, looping, and bad inputs."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_ad.config import StreamConfig
+from edge_ad.errors import UserError
+from edge_ad.runtime.metrics import RuntimeMetrics
+from edge_ad.runtime.sources import Capture, FfmpegReader, SourceError, gstreamer_available, make_reader
+from edge_ad.runtime.status import StatusBoard
+
+
+def board_for(stream: str) -> StatusBoard:
+    board = StatusBoard(RuntimeMetrics("test", "onnxruntime", "0"), watchdog_s=5.0)
+    board.add(stream, live=False)
+    return board
+
+
+def capture(stream: StreamConfig, board: StatusBoard, **kw: object) -> list:
+    reader = make_reader(stream, grayscale=True, stall_s=5.0)
+    cap = Capture(stream.name, reader, board, threading.Event(), **kw)
+    return list(cap.frames())
+
+
+def write_video(path: Path, n: int, fps: float = 25.0, hw: tuple[int, int] = (80, 96)) -> list[np.ndarray]:
+    """A lossless FFV1 AVI, so decoded frames can be compared exactly."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (hw[1], hw[0]), False)
+    frames = []
+    for i in range(n):
+        f = np.full(hw, 30 + 7 * i, np.uint8)
+        cv2.circle(f, (10 + 4 * i, hw[0] // 2), 6, 255, -1)
+        writer.write(f)
+        frames.append(f)
+    writer.release()
+    return frames
+
+
+def test_frames_folder_in_numeric_order_with_a_corrupt_frame_skipped(tmp_path: Path) -> None:
+    clip = tmp_path / "Test001"
+    clip.mkdir()
+    for n in (1, 2, 3, 10):  # lexical order would put 10 before 2
+        cv2.imwrite(str(clip / f"{n}.tif"), np.full((20, 30), n, np.uint8))
+    (clip / "3.tif").write_bytes(b"II*\x00 truncated")  # frame 3 is undecodable
+    (clip / "notes.txt").write_text("ignored")
+    board = board_for("c")
+    frames = capture(StreamConfig(name="c", source=str(clip), kind="frames"), board, pace="max")
+    assert [int(f.image[0, 0]) for f in frames] == [1, 2, 10]
+    assert [f.index for f in frames] == [0, 1, 3]  # the corrupt frame keeps its number
+    assert all(f.stream == "c" for f in frames)
+    assert (
+        board.metrics.registry.get_sample_value("edge_ad_frames_dropped_total", {"stream": "c", "reason": "corrupt"})
+        == 1.0
+    )
+
+
+def test_video_file_decodes_every_frame(tmp_path: Path) -> None:
+    written = write_video(tmp_path / "clip.avi", 12)
+    frames = capture(
+        StreamConfig(name="v", source=str(tmp_path / "clip.avi"), kind="video"), board_for("v"), pace="max"
+    )
+    assert [f.index for f in frames] == list(range(12))
+    gray = [cv2.cvtColor(f.image, cv2.COLOR_BGR2GRAY) if f.image.ndim == 3 else f.image for f in frames]
+    assert max(int(np.abs(g.astype(int) - w).max()) for g, w in zip(gray, written, strict=True)) <= 2
+
+
+def test_realtime_pace_follows_the_file_fps_and_max_does_not(tmp_path: Path) -> None:
+    write_video(tmp_path / "clip.avi", 9, fps=40.0)
+    stream = StreamConfig(name="v", source=str(tmp_path / "clip.avi"), kind="video")
+    t0 = time.monotonic()
+    capture(stream, board_for("v"), pace="realtime")
+    realtime = time.monotonic() - t0
+    t0 = time.monotonic()
+    capture(stream, board_for("v"), pace="max")
+    fast = time.monotonic() - t0
+    assert realtime >= 8 / 40.0 * 0.95  # 9 frames at 40 fps span 8 intervals
+    assert fast < realtime
+
+
+def test_loop_restarts_the_file_and_numbers_keep_growing(tmp_path: Path) -> None:
+    write_video(tmp_path / "clip.avi", 5)
+    stream = StreamConfig(name="v", source=str(tmp_path / "clip.avi"), kind="video", loop=True)
+    frames = capture(stream, board_for("v"), pace="max", loop=True, max_frames=12)
+    assert [f.index for f in frames] == list(range(12))
+    assert np.array_equal(frames[0].image, frames[5].image)
+
+
+def test_ffmpeg_pipe_decoder_gives_exact_frames_and_reports_the_end(tmp_path: Path) -> None:
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    written = write_video(tmp_path / "clip.avi", 8)
+    reader = FfmpegReader(str(tmp_path / "clip.avi"), grayscale=True, stall_s=5.0)
+    reader.open()
+    try:
+        got = [reader.read() for _ in range(8)]
+        with pytest.raises(SourceError, match="ffmpeg stopped"):
+            reader.read()
+    finally:
+        reader.close()
+    for g, w in zip(got, written, strict=True):
+        assert g is not None and g.dtype == np.uint8 and np.array_equal(g, w)
+    colour = FfmpegReader(str(tmp_path / "clip.avi"), grayscale=False, stall_s=5.0)
+    colour.open()
+    try:
+        image = colour.read()
+    finally:
+        colour.close()
+    assert image is not None and image.shape == (80, 96, 3)
+
+
+def test_a_stalled_ffmpeg_pipe_is_reported_after_the_watchdog(tmp_path: Path) -> None:
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    # A FIFO nobody writes to: ffmpeg waits for data forever, so the read must give up on its own.
+    import os
+
+    fifo = tmp_path / "stall"
+    os.mkfifo(fifo)
+    reader = FfmpegReader(str(fifo), grayscale=True, stall_s=0.5, open_timeout_s=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match="no frame"):
+        reader.open()  # a connection counts only once a frame arrives
+    assert time.monotonic() - t0 < 3.0
+    assert reader._proc is None  # the failed attempt's ffmpeg is gone
+
+
+@pytest.mark.parametrize(
+    ("kind", "source", "message"),
+    [
+        ("camera", "7", "/dev/video7 does not exist"),
+        ("camera", "/dev/video-nope", "/dev/video-nope does not exist"),
+        ("url", "ftp://example.org/x", "unsupported URL"),
+        ("url", "no-scheme", "unsupported URL"),
+        ("video", "missing.mp4", "video not found"),
+        ("frames", "missing-dir", "frames folder not found"),
+    ],
+)
+def test_bad_sources_are_user_errors(kind: str, source: str, message: str, tmp_path: Path) -> None:
+    if kind == "camera" and source == "7" and Path("/dev/video7").exists():
+        pytest.skip("this machine has a /dev/video7")
+    if kind in ("video", "frames"):
+        source = str(tmp_path / source)
+    with pytest.raises(UserError, match=message):
+        make_reader(StreamConfig(name="s", source=source, kind=kind), grayscale=True, stall_s=1.0)
+
+
+def test_a_file_that_is_not_a_video(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("this is text, not video")
+    with pytest.raises(UserError, match="not a video OpenCV can decode"):
+        make_reader(StreamConfig(name="s", source=str(bad), kind="video"), grayscale=True, stall_s=1.0)
+
+
+def test_frames_folder_problems(tmp_path: Path) -> None:
+    (tmp_path / "Test" / "Test001").mkdir(parents=True)
+    with pytest.raises(UserError, match="holds folders, not frames: pass one clip"):
+        make_reader(StreamConfig(name="s", source=str(tmp_path / "Test"), kind="frames"), True, 1.0)
+    with pytest.raises(UserError, match="no frames in"):
+        make_reader(StreamConfig(name="s", source=str(tmp_path / "Test" / "Test001"), kind="frames"), True, 1.0)
+
+
+def test_gstreamer_without_gstreamer_support_says_so() -> None:
+    if gstreamer_available():
+        pytest.skip("this OpenCV has GStreamer")
+    with pytest.raises(UserError, match="no GStreamer support"):
+        make_reader(StreamConfig(name="s", source="videotestsrc ! appsink", kind="gstreamer"), True, 1.0)
