@@ -40,7 +40,8 @@ class Backend(ABC):
         """``frames`` float32 [B, C, H, W] with B <= max_batch, preprocessed as the bundle's manifest says."""
 
     def close(self) -> None:
-        """Release sessions, engines and device buffers."""
+        """Release sessions, engines and device buffers (nothing to release by default)."""
+        return None
 
 
 def create_backend(kind: str, bundle: Bundle, **options: object) -> Backend:
