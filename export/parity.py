@@ -2,7 +2,9 @@
 
 Checked: codes identical on at least ``code_agreement`` of positions (encoder -> quantizer graphs), anomaly
 maps of the fused graph and of the per-network chain within the stated tolerance, and frame scores ranking
-the frames the same way.
+the frames the same way. A near-tie in the nearest-code search may pick the other code under float rounding;
+such a flip changes the map around it by design, so maps are compared on the frames whose codes agree, and
+the flips themselves are bounded by the code-agreement tolerance.
 """
 
 from __future__ import annotations
@@ -69,14 +71,23 @@ def check_parity(
     f_map, f_score = _run_batched(lambda x: fused.run(None, {"frames": x}), frames, batch)
     c_codes, c_map, c_score = _run_batched(_ort_chain(bundle_dir, graphs), frames, batch)
     scale = max(float(np.abs(ref_map).max()), 1.0)
-    report: dict[str, Any] = {"frames": int(len(frames)), "code_agreement": float((c_codes == ref_codes).mean())}
+    same = (c_codes == ref_codes).reshape(len(frames), -1).all(1)
+    report: dict[str, Any] = {
+        "frames": int(len(frames)),
+        "code_agreement": float((c_codes == ref_codes).mean()),
+        "frames_with_code_flips": int((~same).sum()),
+    }
+    if not same.any():
+        raise UserError("parity gate failed: ONNX Runtime picks other codes than PyTorch on every frame")
     for tag, m, s in (("pipeline", f_map, f_score), ("chain", c_map, c_score)):
-        diff = np.abs(m - ref_map) / scale
-        rho = spearmanr(ref_score, s).statistic if len(s) > 2 and np.ptp(ref_score) > 0 else 1.0
+        diff = np.abs(m[same] - ref_map[same]) / scale
+        ref_s, got_s = ref_score[same], s[same]
+        rho = spearmanr(ref_s, got_s).statistic if len(got_s) > 2 and np.ptp(ref_s) > 0 else 1.0
         report[tag] = {
             "map_rel_p999": float(np.quantile(diff, 0.999)),
             "map_rel_max": float(diff.max()),
-            "score_abs_max": float(np.abs(s - ref_score).max()),
+            "score_abs_max": float(np.abs(got_s - ref_s).max()),
+            "score_abs_max_all_frames": float(np.abs(s - ref_score).max()),
             "score_spearman": float(rho),
         }
     report["tolerance"] = {"code_agreement": code_agreement, "map_rel_p999": map_atol, "score_spearman": 0.999}

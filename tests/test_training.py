@@ -19,7 +19,7 @@ from edge_ad.training.frames import clip_tensor
 from edge_ad.training.stages import vqvae_validation
 from edge_ad.training.train import load_training_frames, train
 
-from .conftest import CONFIGS
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 TINY = CONFIGS / "tiny.yaml"
 
