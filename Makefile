@@ -6,7 +6,7 @@ PIP := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup system-deps test lint demo bench clean
 
 setup: $(STAMP)
 
@@ -16,7 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) -q -e '.[train,dev]'
 	touch $(STAMP)
 
-test: setup
+system-deps:
+	bash deploy/install-system-deps.sh
+
+test: setup system-deps
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -27,7 +30,10 @@ demo: setup
 	bash deploy/demo.sh $(DEMO_DIR)
 
 bench: setup
-	$(BIN)/python -m benchmarks.run_all
+	$(BIN)/python -m edge_ad.benchmarks.training_throughput
+	test -d $(DEMO_DIR)/bundle || $(MAKE) demo
+	$(BIN)/python -m edge_ad.benchmarks.restoration --run $(DEMO_DIR)/run --data $(DEMO_DIR)/data
+	$(BIN)/python -m edge_ad.benchmarks.runtime_fps --bundle $(DEMO_DIR)/bundle --batch 1 8
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache

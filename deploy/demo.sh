@@ -23,12 +23,12 @@ step "3/6 export the bundle (ONNX graphs, parity gate, TensorRT readiness)"
 "$BIN/edge-ad" export --run "$DEMO/run" --out "$DEMO/bundle" --force
 
 step "4/6 replay a test clip through the runtime; the subscriber prints the alerts"
-CLIP=$(ls -d "$DEMO"/data/Test/Test0* | grep -v _gt | head -n 2 | tail -n 1)
+CLIP=$(ls -d "$DEMO"/data/Test/Test0* | grep -v _gt | head -n 1)
 "$BIN/edge-ad" subscribe --topic alert --endpoint "$ENDPOINT" &
 SUB=$!
-sleep 1
+# the replay waits for its subscriber, so no alert is lost to ZeroMQ's slow-joiner window
 "$BIN/edge-ad" run --bundle "$DEMO/bundle" --frames "$CLIP" --name demo --pace max \
-  --endpoint "$ENDPOINT" --metrics-port 0 --journal "$DEMO/alerts"
+  --endpoint "$ENDPOINT" --metrics-port 0 --journal "$DEMO/alerts" --set runtime.wait_subscribers=1
 sleep 0.5
 kill "$SUB" 2>/dev/null || true
 wait "$SUB" 2>/dev/null || true

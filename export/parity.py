@@ -48,6 +48,7 @@ def _ort_chain(bundle_dir: Path, graphs: dict[str, str]):
     qnt = session(bundle_dir / graphs["quantizer"])
     pri = session(bundle_dir / graphs["prior"]) if "prior" in graphs else None
     sco = session(bundle_dir / graphs["scorer"])
+    scorer_inputs = {i.name for i in sco.get_inputs()}  # maps that need no distance export without it
 
     def run(x: np.ndarray) -> list[np.ndarray]:
         (z,) = enc.run(None, {"frames": x})
@@ -55,7 +56,7 @@ def _ort_chain(bundle_dir: Path, graphs: dict[str, str]):
         feeds = {"frames": x, "codes": codes, "distance": distance}
         if pri is not None:
             (feeds["logits"],) = pri.run(None, {"codes": codes})
-        m, s = sco.run(None, feeds)
+        m, s = sco.run(None, {k: v for k, v in feeds.items() if k in scorer_inputs})
         return [codes, m, s]
 
     return run

@@ -31,7 +31,8 @@ def separable_blur(t: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     if k <= 1:
         return t
     p = k // 2
-    c, h, w = t.shape[1:]
+    # Python ints: the exported graph then declares the map's spatial size instead of computing it.
+    c, h, w = (int(v) for v in t.shape[1:])
     g = g.to(t.dtype)
     flat = t.reshape(-1, 1, h, w)
     flat = F.conv2d(F.pad(flat, (p, p, 0, 0), mode="replicate"), g.view(1, 1, 1, k))
