@@ -121,7 +121,7 @@ class ScoringConfig(Section):
     @field_validator("weights")
     @classmethod
     def _known_maps(cls, v: dict[str, float]) -> dict[str, float]:
-        known = {"ssim", "am", "ssim_am", "nll", "restore", "restore_diff"}
+        known = {"residual", "ssim", "am", "ssim_am", "nll", "restore", "restore_diff"}
         bad = set(v) - known
         if bad:
             raise ValueError(f"unknown map(s) {sorted(bad)}; known maps are {sorted(known)}")

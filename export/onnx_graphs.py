@@ -92,6 +92,7 @@ def graph_specs(p: AnomalyPipeline, frames: torch.Tensor) -> list[GraphSpec]:
     scorer_names = ["frames", "codes", "distance"]
     if p.prior is not None:
         specs.append(GraphSpec("prior", PriorGraph(p), (codes,), ["codes"], ["logits"]))
+    if p.scorer.needs_prior:
         scorer_in += (logits,)
         scorer_names.append("logits")
     specs.append(GraphSpec("scorer", ScorerGraph(p), scorer_in, scorer_names, ["anomaly_map", "frame_score"]))

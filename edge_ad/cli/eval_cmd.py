@@ -16,9 +16,13 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("reports/latest"), "--out", help="Where report.json/md and figures go."),
         baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also run frame-diff and MOG2."),
         clips: int = typer.Option(None, "--clips", help="Only the first N test clips."),
+        compare_maps: str = typer.Option(
+            None, "--compare-maps", help="With --run: also score these maps alone, e.g. residual,ssim,am,nll,restore."
+        ),
     ) -> None:
         """Score every test clip with our maps and the baselines; print the table and write the report."""
         from edge_ad.evaluation.evaluate import evaluate
 
-        evaluate(data, out, run, bundle, baselines, clips)
+        maps = [m.strip() for m in compare_maps.split(",") if m.strip()] if compare_maps else None
+        evaluate(data, out, run, bundle, baselines, clips, maps)
         typer.echo(f"report written to {out}/report.md")

@@ -15,7 +15,9 @@ from edge_ad.evaluation.report import EvalResults, Evaluator, format_table, writ
 WARM_UP_FRAMES = 200
 
 
-def model_methods(run: str | Path | None, bundle: str | Path | None) -> tuple[list[MapMethod], dict]:
+def model_methods(
+    run: str | Path | None, bundle: str | Path | None, compare: list[str] | None = None
+) -> tuple[list[MapMethod], dict]:
     """Our methods and what the baselines must match (model size, frame-score rule, motion offset)."""
     if (run is None) == (bundle is None):
         raise UserError("pass exactly one of --run RUN_DIR or --bundle BUNDLE")
@@ -27,7 +29,7 @@ def model_methods(run: str | Path | None, bundle: str | Path | None) -> tuple[li
         return [m], cfg
     from edge_ad.evaluation.model_methods import RunMaps
 
-    maps = RunMaps(run)
+    maps = RunMaps(run, compare)
     return list(maps.methods()), maps.cfg.to_dict()
 
 
@@ -52,11 +54,14 @@ def evaluate(
     bundle: str | Path | None = None,
     baselines: bool = True,
     max_clips: int | None = None,
+    compare: list[str] | None = None,
 ) -> EvalResults:
     ds = open_ucsd(data_root)
     if not ds.test:
         raise UserError(f"{data_root} has no test clips: expected Test/TestNNN folders")
-    methods, cfg = model_methods(run, bundle)
+    if compare and run is None:
+        raise UserError("--compare-maps needs --run (a bundle holds only its final map)")
+    methods, cfg = model_methods(run, bundle, compare)
     if baselines:
         warm = ds.train[-1].load_frames()[:WARM_UP_FRAMES] if ds.train else None
         methods += baseline_methods(cfg, warm)

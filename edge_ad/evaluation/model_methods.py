@@ -23,14 +23,37 @@ def _channels(frames: np.ndarray, size: tuple[int, int], grayscale: bool, offset
 class RunMaps:
     """Runs a training run's pipeline over a clip once and keeps every map for the views below."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, compare: list[str] | None = None) -> None:
+        """``compare``: score these maps side by side (each calibrated on the run's validation clips)."""
         import torch
 
         from edge_ad.scoring.load import load_pipeline
 
         self._torch = torch
         self.cfg, self.pipeline, self.calibration = load_pipeline(run_dir)
+        if compare:
+            self._recalibrate(Path(run_dir), compare)
         self.names = list(self.pipeline.scorer.names)
+
+    def _recalibrate(self, run_dir: Path, maps: list[str]) -> None:
+        from pydantic import ValidationError
+
+        from edge_ad.errors import UserError
+        from edge_ad.scoring.calibrate import calibrate, validation_frames
+        from edge_ad.scoring.scorer import AnomalyScorer
+        from edge_ad.training.rundir import RunDir
+
+        run = RunDir(run_dir)
+        try:
+            self.cfg.scoring.weights = {m: 1.0 for m in maps}
+        except ValidationError as e:
+            raise UserError(f"--compare-maps: {e.errors()[0]['msg']}") from None
+        p = self.pipeline
+        p.scorer = AnomalyScorer(p.vqvae, p.prior, self.cfg)
+        root = run.read_json("split")["data_root"] if run.split.is_file() else None
+        if root is None:
+            raise UserError(f"{run_dir} does not say which data it was trained on; cannot calibrate the maps")
+        self.calibration = calibrate(p, self.cfg, validation_frames(run, self.cfg, root), self.cfg.training.seed)
         self._frames: np.ndarray | None = None  # held, not its id(): a freed array's id is reused
         self._out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 

@@ -1,7 +1,8 @@
 """The anomaly score, written once: torch modules that export to the bundle's scoring graph.
 
 Maps (each [B, 1, H, W], larger = more anomalous):
-- ``ssim``: 1 - SSIM(x, x_hat), averaged over channels, grey-dilated (SM of Gangloff et al.).
+- ``residual``: |x - x_hat|, reduced over channels (the classic autoencoder residual).
+- ``ssim``: 1 - SSIM(x, x_hat), reduced over channels, grey-dilated (SM of Gangloff et al.).
 - ``am``: the alignment map alone: each encoder vector's squared distance to its code, upsampled and dilated.
 - ``ssim_am``: ``ssim`` times the alignment map (each encoder vector's squared distance to its code),
   upsampled to the frame and grey-dilated (VQ-VAE SSIM+AM).
@@ -28,7 +29,7 @@ from edge_ad.models.ssim import gaussian_1d, separable_blur, ssim_map
 from edge_ad.models.vqvae import VQVAE
 from edge_ad.scoring.restoration import restore_fast
 
-MAPS = ("ssim", "am", "ssim_am", "nll", "restore", "restore_diff")
+MAPS = ("residual", "ssim", "am", "ssim_am", "nll", "restore", "restore_diff")
 PRIOR_MAPS = {"nll", "restore", "restore_diff"}
 
 
@@ -63,6 +64,7 @@ class AnomalyScorer(nn.Module):
         self.names = active_maps(s.weights, prior is not None)
         if not self.names:
             raise ValueError("no anomaly map is active (all weighted maps need the prior, which this run lacks)")
+        self.needs_prior = any(n in PRIOR_MAPS for n in self.names)
         self.ssim_dilation, self.am_dilation = s.ssim_dilation, s.am_dilation
         self.rounds = s.restore_rounds
         self.channel_reduce = s.channel_reduce
@@ -84,10 +86,12 @@ class AnomalyScorer(nn.Module):
             return F.interpolate(m.unsqueeze(1), size=self.size, mode="nearest")
         return F.interpolate(m.unsqueeze(1), size=self.size, mode="bilinear", align_corners=False)
 
-    def _dissimilarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        d = 1 - ssim_map(x, y, self.window)
+    def _reduce(self, d: torch.Tensor) -> torch.Tensor:
         # max: a motion channel's error is not diluted by a well-reconstructed appearance channel
         return d.amax(1, keepdim=True) if self.channel_reduce == "max" else d.mean(1, keepdim=True)
+
+    def _dissimilarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._reduce(1 - ssim_map(x, y, self.window))
 
     def raw_maps(
         self,
@@ -109,6 +113,8 @@ class AnomalyScorer(nn.Module):
         else:
             x_hat = self.vqvae.decode_codes(codes)
         out: dict[str, torch.Tensor] = {}
+        if "residual" in self.names:
+            out["residual"] = self._reduce((x - x_hat).abs())
         if "am" in self.names or "ssim_am" in self.names:
             out["am"] = dilate(self._up(distance, "nearest"), self.am_dilation)
         if "ssim" in self.names or "ssim_am" in self.names:
@@ -156,7 +162,8 @@ class AnomalyPipeline(nn.Module):
 
     def encode(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         codes, distance = quantize(self.vqvae, self.vqvae.encoder(frames))
-        logits = self.prior(codes) if self.prior is not None else None
+        # The prior runs only when a weighted map needs it: no dead work on the live path.
+        logits = self.prior(codes) if self.prior is not None and self.scorer.needs_prior else None
         return codes, distance, logits
 
     def raw_maps(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
