@@ -23,7 +23,7 @@ step "3/6 export the bundle (ONNX graphs, parity gate, TensorRT readiness)"
 "$BIN/edge-ad" export --run "$DEMO/run" --out "$DEMO/bundle" --force
 
 step "4/6 replay a test clip through the runtime; the subscriber prints the alerts"
-CLIP=$(ls -d "$DEMO"/data/Test/Test0* | grep -v _gt | head -n 1)
+CLIP="$DEMO/data/Test/Test002"  # normal frames, then an anomaly arrives
 "$BIN/edge-ad" subscribe --topic alert --endpoint "$ENDPOINT" &
 SUB=$!
 # the replay waits for its subscriber, so no alert is lost to ZeroMQ's slow-joiner window

@@ -74,9 +74,14 @@ def frame_threshold(scores: np.ndarray, per_hour: float, fps: float) -> dict[str
 def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: int = 0) -> dict[str, Any]:
     scorer = pipeline.scorer
     rng = np.random.default_rng(seed)
-    encoded = _batched(val_x, pipeline.encode)
-    if pipeline.prior is not None:
-        nll = torch.cat([code_nll(logits, codes).flatten() for codes, _, logits in encoded]).numpy()
+    if pipeline.prior is not None:  # kept in every bundle, so restoration can be switched on later
+        prior = pipeline.prior
+
+        def nll_of(x: torch.Tensor) -> torch.Tensor:
+            codes = pipeline.encode(x)[0]
+            return code_nll(prior(codes), codes).flatten()
+
+        nll = torch.cat(_batched(val_x, nll_of)).numpy()
         scorer.restore_threshold.fill_(float(np.quantile(nll, cfg.scoring.restore_quantile)))
     raw = _batched(val_x, pipeline.raw_maps)
     center, scale = [], []
