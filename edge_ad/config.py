@@ -308,9 +308,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         source = str(p)
         if not p.is_file():
-            raise UserError(
-                f"config file not found: {p} (the configs/ folder has ucsd_ped1, synthetic, tiny)"
-            )
+            raise UserError(f"config file not found: {p} (the configs/ folder has ucsd_ped1, synthetic, tiny)")
         try:
             loaded = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
@@ -320,9 +318,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise UserError(
-                f"{p}: expected a mapping of sections (data, model, ...), got {type(loaded).__name__}"
-            )
+            raise UserError(f"{p}: expected a mapping of sections (data, model, ...), got {type(loaded).__name__}")
         raw = loaded
     raw = apply_overrides(raw, overrides or [])
     return config_from_dict(raw, source)

@@ -32,9 +32,7 @@ def sha256_file(path: Path) -> str:
 
 
 def file_entries(bundle_dir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
-    return {
-        n: {"sha256": sha256_file(bundle_dir / n), "bytes": (bundle_dir / n).stat().st_size} for n in names
-    }
+    return {n: {"sha256": sha256_file(bundle_dir / n), "bytes": (bundle_dir / n).stat().st_size} for n in names}
 
 
 def write_manifest(bundle_dir: Path, manifest: dict[str, Any], files: list[str]) -> dict[str, Any]:
@@ -151,6 +149,4 @@ def verify_files(root: Path, files: dict[str, dict[str, Any]]) -> None:
                 "(truncated or replaced); copy the bundle again"
             )
         if sha256_file(f) != entry["sha256"]:
-            raise UserError(
-                f"bundle {root}: {name} does not match its sha256 (tampered or corrupt); copy it again"
-            )
+            raise UserError(f"bundle {root}: {name} does not match its sha256 (tampered or corrupt); copy it again")
