@@ -60,3 +60,13 @@ def test_eval_masks_of_wrong_size(tiny_bundle: Path, tiny_scene: Path, tmp_path:
         cv2.imwrite(str(m), cv2.resize(cv2.imread(str(m), 0), (20, 10)))
     with pytest.raises(UserError, match="Test002"):
         evaluate(data, tmp_path / "r", bundle=tiny_bundle, baselines=False)
+
+
+def test_compare_maps_scores_each_map(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    results = evaluate(tiny_scene, tmp_path / "r", run=tiny_run, baselines=False, compare=["residual", "am"])
+    assert {"edge-ad", "edge-ad:residual", "edge-ad:am"} <= set(results.summaries())
+
+
+def test_compare_maps_rejects_unknown_map(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="unknown map"):
+        evaluate(tiny_scene, tmp_path / "r", run=tiny_run, baselines=False, compare=["bogus"])

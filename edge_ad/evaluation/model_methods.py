@@ -34,6 +34,8 @@ class RunMaps:
         if compare:
             self._recalibrate(Path(run_dir), compare)
         self.names = list(self.pipeline.scorer.names)
+        self._frames: np.ndarray | None = None  # held, not its id(): a freed array's id is reused
+        self._out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def _recalibrate(self, run_dir: Path, maps: list[str]) -> None:
         from pydantic import ValidationError
@@ -54,8 +56,6 @@ class RunMaps:
         if root is None:
             raise UserError(f"{run_dir} does not say which data it was trained on; cannot calibrate the maps")
         self.calibration = calibrate(p, self.cfg, validation_frames(run, self.cfg, root), self.cfg.training.seed)
-        self._frames: np.ndarray | None = None  # held, not its id(): a freed array's id is reused
-        self._out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def compute(self, frames: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if frames is self._frames:
