@@ -49,6 +49,12 @@ def batches(n: int, batch_size: int, gen: torch.Generator, rank: int = 0, world:
         yield perm[i : i + batch_size]
 
 
+def barrier() -> None:
+    """Wait for every rank (rank 0 writes the checkpoints the others then read)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def reduce_mean(value: float, device: torch.device) -> float:
     if dist.is_available() and dist.is_initialized():
         t = torch.tensor([value], device=device)

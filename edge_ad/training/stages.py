@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from edge_ad.models.prior import PixelSNAIL
 from edge_ad.models.quantizer import perplexity
 from edge_ad.models.vqvae import VQVAE
 from edge_ad.training import checkpoint
-from edge_ad.training.loop import batches, is_main, progress, reduce_mean
+from edge_ad.training.loop import barrier, batches, is_main, progress, reduce_mean
 from edge_ad.training.rundir import RunDir
 
 
@@ -57,6 +58,28 @@ def _log(ctx: StageContext, record: dict[str, Any]) -> None:
 def _format(record: dict[str, Any]) -> str:
     parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()]
     return "  ".join(parts)
+
+
+def _checkpoint(
+    ctx: StageContext,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    epoch: int,
+    score: float,
+    best: float,
+    stale: int,
+    best_path: Path,
+    last_path: Path,
+) -> tuple[float, int]:
+    """Save the last epoch (with the optimizer, for --resume) and the best one; returns (best, epochs stale)."""
+    improved = score < best
+    best, stale = (score, 0) if improved else (best, stale + 1)
+    if is_main():
+        meta = {"epoch": epoch, "best": best, "stale": stale, "fingerprint": checkpoint.fingerprint(ctx.cfg)}
+        if improved:
+            checkpoint.save(best_path, model, meta)
+        checkpoint.save(last_path, model, meta, opt)
+    return best, stale
 
 
 def _resume(ctx: StageContext, path, model, opt) -> tuple[int, float, int]:
@@ -131,18 +154,14 @@ def train_vqvae(ctx: StageContext, train_x: np.ndarray, val_x: np.ndarray) -> VQ
         }
         val = vqvae_validation(model, val_x if len(val_x) else train_x[:256], ctx.device)
         record.update(val)
-        score = val["val_mse"]
-        improved = score < best
-        best, stale = (score, 0) if improved else (best, stale + 1)
-        if is_main():
-            meta = {"epoch": epoch, "best": best, "stale": stale, "fingerprint": checkpoint.fingerprint(cfg)}
-            if improved:
-                checkpoint.save(ctx.run.vqvae, model, meta)
-            checkpoint.save(ctx.run.vqvae_last, model, meta, opt)
+        best, stale = _checkpoint(
+            ctx, model, opt, epoch, val["val_mse"], best, stale, ctx.run.vqvae, ctx.run.vqvae_last
+        )
         _log(ctx, record)
         if stale >= t.patience:
             _log(ctx, {"stage": "vqvae", "event": "early_stop", "epoch": epoch + 1})
             break
+    barrier()
     checkpoint.load(ctx.run.vqvae, model, cfg)
     return model.eval()
 
@@ -199,13 +218,7 @@ def train_prior(ctx: StageContext, train_codes: np.ndarray, val_codes: np.ndarra
                 bar.update(task, advance=1, info=f"nll {np.mean(losses[-20:]):.3f}")
         dt = time.perf_counter() - t0
         val = prior_nll(prior, val_codes if len(val_codes) else train_codes[:256], ctx.device)
-        improved = val < best
-        best, stale = (val, 0) if improved else (best, stale + 1)
-        if is_main():
-            meta = {"epoch": epoch, "best": best, "stale": stale, "fingerprint": checkpoint.fingerprint(cfg)}
-            if improved:
-                checkpoint.save(ctx.run.prior, prior, meta)
-            checkpoint.save(ctx.run.prior_last, prior, meta, opt)
+        best, stale = _checkpoint(ctx, prior, opt, epoch, val, best, stale, ctx.run.prior, ctx.run.prior_last)
         _log(
             ctx,
             {
@@ -219,5 +232,6 @@ def train_prior(ctx: StageContext, train_codes: np.ndarray, val_codes: np.ndarra
         if stale >= t.patience:
             _log(ctx, {"stage": "prior", "event": "early_stop", "epoch": epoch + 1})
             break
+    barrier()
     checkpoint.load(ctx.run.prior, prior, cfg)
     return prior.eval()
