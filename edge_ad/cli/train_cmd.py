@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -30,6 +31,8 @@ def register(app: typer.Typer) -> None:
         from edge_ad.training.train import train as run_training
 
         run = run_training(cfg, data, out, stage, resume)  # type: ignore[arg-type]
+        if os.environ.get("RANK", "0") != "0":
+            return  # under torchrun, rank 0 calibrates and reports
         if calibrate and stage != "vqvae":
             _calibrate(run.root, data)
         typer.echo(f"run ready: {run.root}")
