@@ -121,3 +121,18 @@ def test_export_cli_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
         main(["export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "b")])
     assert e.value.code == 2
     assert "run directory not found" in capsys.readouterr().err
+
+
+def test_engines_on_a_host_without_gpu_stop_before_exporting(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    from edge_ad.cli.main import main
+    from edge_ad.export.tensorrt import tensorrt_gpu_available
+
+    if tensorrt_gpu_available():
+        pytest.skip("this host has a GPU with TensorRT")
+    out = tmp_path / "b"
+    with pytest.raises(SystemExit) as e:
+        main(["export", "--run", str(tiny_run), "--out", str(out), "--engines"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "need an NVIDIA GPU" in err[0]
+    assert not out.exists(), "nothing is exported when the engines cannot be built"

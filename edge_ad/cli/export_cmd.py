@@ -19,6 +19,10 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Replace an existing bundle directory."),
     ) -> None:
         """Export ONNX graphs, check parity with PyTorch and TensorRT readiness, write the bundle."""
+        if engines:  # say so before minutes of export, not after
+            from edge_ad.export.tensorrt import require_tensorrt_gpu
+
+            require_tensorrt_gpu()
         from edge_ad.export.exporter import export_bundle
 
         bundle = export_bundle(run, out, batch, precision, data, force)

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 from edge_ad.models.ssim import gaussian_1d, ssim_map
 
+SSIM_WINDOW = gaussian_1d(11, 1.5)  # built once, not every training step
+
 
 def continuous_bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Negative log-likelihood of x in [0, 1] under a continuous Bernoulli (Loaiza-Ganem and Cunningham 2019).
@@ -39,6 +41,5 @@ def reconstruction_loss(
     else:
         raise ValueError(f"unknown reconstruction loss {kind}")
     if ssim_weight > 0:
-        window = gaussian_1d(11, 1.5).to(target.device)
-        loss = loss + ssim_weight * (1 - ssim_map(recon, target, window)).mean()
+        loss = loss + ssim_weight * (1 - ssim_map(recon, target, SSIM_WINDOW.to(target.device))).mean()
     return loss, recon
