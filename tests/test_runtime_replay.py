@@ -239,9 +239,9 @@ def test_healthz_is_503_until_a_stream_delivers(tiny_bundle: Path, tmp_path: Pat
         assert beats and beats[-1]["state"] == "reconnecting" and beats[-1]["reconnects"] >= 1
         t0 = time.monotonic()
         runtime.stop()
-        assert runtime.done.wait(2.0)
+        assert runtime.done.wait(5.0)
     finally:
         runtime.close()
         sub.close()
         ctx.term()
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 5.0

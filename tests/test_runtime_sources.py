@@ -127,7 +127,7 @@ def test_a_stalled_ffmpeg_pipe_is_reported_after_the_watchdog(tmp_path: Path) ->
     t0 = time.monotonic()
     with pytest.raises(SourceError, match="no frame"):
         reader.open()  # a connection counts only once a frame arrives
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 6.0
     assert reader._proc is None  # the failed attempt's ffmpeg is gone
 
 
