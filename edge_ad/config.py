@@ -105,8 +105,14 @@ class ScoringConfig(Section):
     ssim_sigma: float = Field(1.5, gt=0.0)
     am_dilation: int = Field(3, ge=1)
     ssim_dilation: int = Field(1, ge=1)
-    # How the per-channel SSIM maps of frame and motion channels become one: mean or max.
+    # Which input channels the pixel maps (residual, ssim, restore) compare: all of them, the motion
+    # (difference) channels only, or the frame only; and how the per-channel maps become one: mean or max.
+    compare_channels: Literal["all", "motion", "frame"] = "all"
     channel_reduce: Literal["mean", "max"] = "max"
+    # Normalisation of each map before they are combined, from normal validation clips: one median and
+    # spread per map (global), or a mean and spread per pixel (pixel), which for a fixed camera discounts
+    # the places that are always hard to reconstruct (edges, lamps, a busy doorway).
+    normalise: Literal["global", "pixel"] = "global"
     # Restoration (Wang et al.): a code is unlikely when its NLL is above this quantile of the NLLs seen
     # on normal validation frames.
     restore_quantile: float = Field(0.999, gt=0.5, lt=1.0)
@@ -245,6 +251,8 @@ class Config(Section):
         h, w = self.data.size
         if h % factor or w % factor:
             raise ValueError(f"data.size {h}x{w} must be divisible by {factor} (2^model.downsamplings)")
+        if self.scoring.compare_channels == "motion" and not self.data.temporal_offsets:
+            raise ValueError("scoring.compare_channels=motion needs motion channels: set data.temporal_offsets")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from edge_ad.config import Config
 from edge_ad.data.ucsd import open_ucsd
 from edge_ad.errors import UserError
 from edge_ad.models.prior import code_nll
-from edge_ad.scoring.scorer import AnomalyPipeline
+from edge_ad.scoring.scorer import AnomalyPipeline, AnomalyScorer
 from edge_ad.training.frames import clip_tensor, stack
 from edge_ad.training.rundir import RunDir
 
@@ -48,6 +48,22 @@ def _pixel_sample(maps: list[torch.Tensor], rng: np.random.Generator) -> np.ndar
     if len(flat) > PIXEL_SAMPLE:
         flat = flat[rng.choice(len(flat), PIXEL_SAMPLE, replace=False)]
     return flat
+
+
+def map_statistics(
+    maps: list[torch.Tensor], mode: str, rng: np.random.Generator
+) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    """(centre, scale) of one raw map on normal frames: scalars, or [H, W] maps when ``mode`` is pixel.
+
+    Per pixel: the mean and standard deviation over the validation frames, the deviation floored with half
+    the map's overall one so a pixel that barely varied on a few hundred frames does not blow up.
+    """
+    if mode == "pixel":
+        stack = torch.cat([m[:, 0] for m in maps]).double()
+        std = stack.std(0) + 0.5 * stack.std()
+        return stack.mean(0).float(), std.clamp_min(1e-6).float()
+    med, hi = np.quantile(_pixel_sample(maps, rng), [0.5, 0.999])
+    return float(med), float(max(hi - med, 1e-6))
 
 
 def frame_threshold(scores: np.ndarray, per_hour: float, fps: float) -> dict[str, Any]:
@@ -84,20 +100,18 @@ def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: i
         nll = torch.cat(_batched(val_x, nll_of)).numpy()
         scorer.restore_threshold.fill_(float(np.quantile(nll, cfg.scoring.restore_quantile)))
     raw = _batched(val_x, pipeline.raw_maps)
-    center, scale = [], []
-    for name in scorer.names:
-        sample = _pixel_sample([r[name] for r in raw], rng)
-        med, hi = np.quantile(sample, [0.5, 0.999])
-        center.append(float(med))
-        scale.append(float(max(hi - med, 1e-6)))
-    scorer.center.copy_(torch.tensor(center))
-    scorer.scale.copy_(torch.tensor(scale))
+    for i, name in enumerate(scorer.names):
+        c, s = map_statistics([r[name] for r in raw], cfg.scoring.normalise, rng)
+        scorer.center[i] = c
+        scorer.scale[i] = s
     scores = torch.cat([s for _, s in _batched(val_x, pipeline)]).numpy()
     alert = frame_threshold(scores, cfg.scoring.false_alarms_per_hour, cfg.scoring.assumed_fps)
     return {
         "maps": scorer.names,
-        "center": center,
-        "scale": scale,
+        "normalise": cfg.scoring.normalise,
+        # per map; the mean over pixels when normalised per pixel (the maps themselves are in normalisation.safetensors)
+        "center": scorer.center.mean((1, 2)).tolist(),
+        "scale": scorer.scale.mean((1, 2)).tolist(),
         "restore_threshold": float(scorer.restore_threshold),
         **alert,
         "pixel_threshold": alert["threshold"],
@@ -108,6 +122,12 @@ def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: i
     }
 
 
+def save_normalisation(run: RunDir, scorer: AnomalyScorer) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"center": scorer.center.contiguous(), "scale": scorer.scale.contiguous()}, str(run.normalisation))
+
+
 def calibrate_run(run_dir: str | Path, data_root: str | Path) -> dict[str, Any]:
     from edge_ad.scoring.load import load_pipeline
 
@@ -115,5 +135,6 @@ def calibrate_run(run_dir: str | Path, data_root: str | Path) -> dict[str, Any]:
     cfg, pipeline, _ = load_pipeline(run.root, calibrated=False)
     val_x = validation_frames(run, cfg, data_root)
     calib = calibrate(pipeline, cfg, val_x, cfg.training.seed)
+    save_normalisation(run, pipeline.scorer)
     run.write_json("calibration", calib)
     return calib

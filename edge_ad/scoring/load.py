@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from edge_ad.config import Config
+from edge_ad.errors import UserError
 from edge_ad.models.prior import PixelSNAIL
 from edge_ad.models.vqvae import VQVAE
 from edge_ad.scoring.scorer import AnomalyPipeline, AnomalyScorer
@@ -28,11 +27,20 @@ def load_models(run: RunDir, cfg: Config) -> tuple[VQVAE, PixelSNAIL | None]:
     return vqvae.eval(), (prior.eval() if prior is not None else None)
 
 
-def apply_calibration(scorer: AnomalyScorer, calib: dict) -> None:
+def apply_calibration(scorer: AnomalyScorer, calib: dict, run: RunDir) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     if calib["maps"] != scorer.names:
         raise ValueError(f"calibration is for maps {calib['maps']}, the scorer has {scorer.names}; calibrate again")
-    scorer.center.copy_(torch.tensor(calib["center"]))
-    scorer.scale.copy_(torch.tensor(calib["scale"]))
+    try:
+        norm = load_file(str(run.normalisation))
+        scorer.center.copy_(norm["center"])
+        scorer.scale.copy_(norm["scale"])
+    except (OSError, SafetensorError, KeyError, RuntimeError) as e:
+        raise UserError(
+            f"{run.normalisation} is missing or unreadable ({e}); run `edge-ad calibrate --run {run.root}` again"
+        ) from None
     scorer.restore_threshold.fill_(calib["restore_threshold"])
 
 
@@ -45,5 +53,5 @@ def load_pipeline(run_dir: str | Path, calibrated: bool = True) -> tuple[Config,
     calib = None
     if calibrated and run.calibration.is_file():
         calib = json.loads(run.calibration.read_text())
-        apply_calibration(scorer, calib)
+        apply_calibration(scorer, calib, run)
     return cfg, AnomalyPipeline(vqvae, prior, scorer).eval(), calib

@@ -68,6 +68,10 @@ class AnomalyScorer(nn.Module):
         self.ssim_dilation, self.am_dilation = s.ssim_dilation, s.am_dilation
         self.rounds = s.restore_rounds
         self.channel_reduce = s.channel_reduce
+        colour = 1 if cfg.data.grayscale else 3
+        self.channels = {"all": slice(None), "frame": slice(0, colour), "motion": slice(colour, None)}[
+            s.compare_channels
+        ]
         self.frame_mode = s.frame_score
         h, w = self.size
         self.topk = max(1, round(s.topk_fraction * h * w))
@@ -76,9 +80,9 @@ class AnomalyScorer(nn.Module):
         smooth = gaussian_1d(2 * radius + 1, s.smoothing_sigma) if radius else torch.ones(1)
         self.register_buffer("smooth", smooth)
         self.register_buffer("weights", torch.tensor([s.weights[m] for m in self.names], dtype=torch.float32))
-        # Set by calibration on normal validation clips; identity until then.
-        self.register_buffer("center", torch.zeros(len(self.names)))
-        self.register_buffer("scale", torch.ones(len(self.names)))
+        # Set by calibration on normal validation clips (one value per map, or one per pixel); identity until then.
+        self.register_buffer("center", torch.zeros(len(self.names), h, w))
+        self.register_buffer("scale", torch.ones(len(self.names), h, w))
         self.register_buffer("restore_threshold", torch.tensor(1e9))
 
     def _up(self, m: torch.Tensor, mode: str) -> torch.Tensor:
@@ -88,6 +92,7 @@ class AnomalyScorer(nn.Module):
 
     def _reduce(self, d: torch.Tensor) -> torch.Tensor:
         # max: a motion channel's error is not diluted by a well-reconstructed appearance channel
+        d = d[:, self.channels]
         return d.amax(1, keepdim=True) if self.channel_reduce == "max" else d.mean(1, keepdim=True)
 
     def _dissimilarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -126,7 +131,7 @@ class AnomalyScorer(nn.Module):
         if "restore" in self.names:
             out["restore"] = self._dissimilarity(x, x_rest)
         if "restore_diff" in self.names:
-            out["restore_diff"] = (x_hat - x_rest).abs().mean(1, keepdim=True)
+            out["restore_diff"] = (x_hat - x_rest)[:, self.channels].abs().mean(1, keepdim=True)
         return {n: out[n] for n in self.names}
 
     def combine(self, raw: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -47,6 +47,11 @@ class RunDir:
     def calibration(self) -> Path:
         return self.root / "calibration.json"
 
+    @property
+    def normalisation(self) -> Path:
+        """Each map's calibrated centre and scale, per pixel: too large for calibration.json."""
+        return self.root / "normalisation.safetensors"
+
     def prepare(self) -> None:
         """Create the directory and prove it is writable before spending minutes on training."""
         try:

@@ -38,7 +38,7 @@ class StageContext:
 def _check_finite(loss: torch.Tensor, stage: str, epoch: int, lr: float) -> None:
     if not torch.isfinite(loss):
         raise UserError(
-            f"{stage} loss became {float(loss)} in epoch {epoch + 1}; lower the learning rate (now {lr:g}) "
+            f"{stage} loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate (now {lr:g}) "
             "or check the frames for corrupt values"
         )
 
