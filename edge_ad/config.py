@@ -113,6 +113,9 @@ class ScoringConfig(Section):
     # spread per map (global), or a mean and spread per pixel (pixel), which for a fixed camera discounts
     # the places that are always hard to reconstruct (edges, lamps, a busy doorway).
     normalise: Literal["global", "pixel"] = "global"
+    # Per-pixel statistics are blurred with this Gaussian (pixels of the model input): a few hundred validation
+    # frames see a walker pass only here and there, and the next one walks a little to the side.
+    pixel_stats_sigma: float = Field(12.0, ge=0.0)
     # Restoration (Wang et al.): a code is unlikely when its NLL is above this quantile of the NLLs seen
     # on normal validation frames.
     restore_quantile: float = Field(0.999, gt=0.5, lt=1.0)

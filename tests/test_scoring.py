@@ -50,6 +50,9 @@ def test_pixel_normalisation_discounts_a_place_that_is_always_hard() -> None:
         center, scale = map_statistics([normal], mode, rng)
         z = (new - center) / scale
         assert (z[0, 0] > z[5, 5]).item() is lamp_wins, mode
+    # Blurred statistics: the lamp's neighbour counts as a busy place too.
+    center, _ = map_statistics([normal], "pixel", rng, sigma=1.0)
+    assert center[0, 1] > 2 * center[5, 5]
 
 
 def test_pixel_normalisation_is_saved_with_the_run_and_loaded_back(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:

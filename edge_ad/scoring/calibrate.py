@@ -7,6 +7,7 @@ score, set from a false-alarm budget at the stream's frame rate.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from edge_ad.config import Config
 from edge_ad.data.ucsd import open_ucsd
 from edge_ad.errors import UserError
 from edge_ad.models.prior import code_nll
+from edge_ad.models.ssim import gaussian_1d, separable_blur
 from edge_ad.scoring.scorer import AnomalyPipeline, AnomalyScorer
 from edge_ad.training.frames import clip_tensor, stack
 from edge_ad.training.rundir import RunDir
@@ -51,17 +53,21 @@ def _pixel_sample(maps: list[torch.Tensor], rng: np.random.Generator) -> np.ndar
 
 
 def map_statistics(
-    maps: list[torch.Tensor], mode: str, rng: np.random.Generator
+    maps: list[torch.Tensor], mode: str, rng: np.random.Generator, sigma: float = 0.0
 ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
     """(centre, scale) of one raw map on normal frames: scalars, or [H, W] maps when ``mode`` is pixel.
 
-    Per pixel: the mean and standard deviation over the validation frames, the deviation floored with half
-    the map's overall one so a pixel that barely varied on a few hundred frames does not blow up.
+    Per pixel: the mean and standard deviation over the validation frames, both blurred (``sigma``) so that
+    a place next to a walker's path counts as busy too, and the deviation floored with half the map's
+    overall one so that a pixel that barely varied on a few hundred frames does not blow up.
     """
     if mode == "pixel":
         stack = torch.cat([m[:, 0] for m in maps]).double()
-        std = stack.std(0) + 0.5 * stack.std()
-        return stack.mean(0).float(), std.clamp_min(1e-6).float()
+        mean, std = stack.mean(0), stack.std(0)
+        if sigma > 0:
+            kernel = gaussian_1d(2 * math.ceil(3 * sigma) + 1, sigma).double()
+            mean, std = (separable_blur(t[None, None], kernel)[0, 0] for t in (mean, std))
+        return mean.float(), (std + 0.5 * stack.std()).clamp_min(1e-6).float()
     med, hi = np.quantile(_pixel_sample(maps, rng), [0.5, 0.999])
     return float(med), float(max(hi - med, 1e-6))
 
@@ -101,7 +107,7 @@ def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: i
         scorer.restore_threshold.fill_(float(np.quantile(nll, cfg.scoring.restore_quantile)))
     raw = _batched(val_x, pipeline.raw_maps)
     for i, name in enumerate(scorer.names):
-        c, s = map_statistics([r[name] for r in raw], cfg.scoring.normalise, rng)
+        c, s = map_statistics([r[name] for r in raw], cfg.scoring.normalise, rng, cfg.scoring.pixel_stats_sigma)
         scorer.center[i] = c
         scorer.scale[i] = s
     scores = torch.cat([s for _, s in _batched(val_x, pipeline)]).numpy()
