@@ -55,7 +55,9 @@ def test_pixel_normalisation_discounts_a_place_that_is_always_hard() -> None:
     assert center[0, 1] > 2 * center[5, 5]
 
 
-def test_pixel_normalisation_is_saved_with_the_run_and_loaded_back(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
+def test_pixel_normalisation_is_saved_with_the_run_and_loaded_back(
+    tiny_run: Path, tiny_scene: Path, tmp_path: Path
+) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
