@@ -100,6 +100,11 @@ class TrainingConfig(Section):
     num_threads: int | None = Field(None, ge=1)
 
 
+# Maps that compare the input with a reconstruction, channel by channel, and the channel groups they may compare.
+CHANNEL_MAPS = frozenset({"residual", "ssim", "ssim_am", "restore", "restore_diff"})
+CHANNEL_GROUPS = ("all", "frame", "motion")
+
+
 class ScoringConfig(Section):
     ssim_window: int = Field(11, ge=3)
     ssim_sigma: float = Field(1.5, gt=0.0)
@@ -123,8 +128,17 @@ class ScoringConfig(Section):
     # and a held-out scene one round changed the agreement with the exact reference by < 0.2 % of codes while
     # doubling the prior's cost (README, Results).
     restore_rounds: int = Field(0, ge=0)
+    # Maps and their weights. A map that compares input channels may name its channels after an @ (for
+    # example residual@frame and residual@motion, two maps); without one it compares ``compare_channels``.
     weights: dict[str, float] = Field(default_factory=lambda: {"ssim_am": 1.0, "nll": 1.0, "restore": 1.0})
+    # How the normalised maps become one: their weighted mean, or their weighted max (one map that is sure is
+    # enough: a cart at walking pace shows in the frame channel, a cyclist in the motion channel).
+    fusion: Literal["mean", "max"] = "mean"
     smoothing_sigma: float = Field(2.0, ge=0.0)
+    # Grey dilation (pixels, a stride-1 max-pool) of the published map, after the frame score is taken: a
+    # residual lights up an object's edges, the user and the ground truth want the object. The frame score
+    # comes before it, since dilation would make a walker's thin outline as large as a cart.
+    map_dilation: int = Field(1, ge=1)
     frame_score: Literal["max", "topk"] = "topk"
     topk_fraction: float = Field(0.01, gt=0.0, le=1.0)
     false_alarms_per_hour: float = Field(1.0, gt=0.0)
@@ -134,9 +148,12 @@ class ScoringConfig(Section):
     @classmethod
     def _known_maps(cls, v: dict[str, float]) -> dict[str, float]:
         known = {"residual", "ssim", "am", "ssim_am", "nll", "restore", "restore_diff"}
-        bad = set(v) - known
+        bad = set(v) - known - {f"{m}@{g}" for m in CHANNEL_MAPS for g in CHANNEL_GROUPS}
         if bad:
-            raise ValueError(f"unknown map(s) {sorted(bad)}; known maps are {sorted(known)}")
+            raise ValueError(
+                f"unknown map(s) {sorted(bad)}; known maps are {sorted(known)}, and "
+                f"{'/'.join(sorted(CHANNEL_MAPS))} may name their channels: @{' @'.join(CHANNEL_GROUPS)}"
+            )
         if not any(w > 0 for w in v.values()):
             raise ValueError("at least one map needs a positive weight")
         return v
@@ -259,6 +276,9 @@ class Config(Section):
             raise ValueError(f"data.size {h}x{w} must be divisible by {factor} (2^model.downsamplings)")
         if self.scoring.compare_channels == "motion" and not self.data.temporal_offsets:
             raise ValueError("scoring.compare_channels=motion needs motion channels: set data.temporal_offsets")
+        motion_maps = [m for m in self.scoring.weights if m.endswith("@motion")]
+        if motion_maps and not self.data.temporal_offsets:
+            raise ValueError(f"scoring.weights {motion_maps} need motion channels: set data.temporal_offsets")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Scoring options: which channels the pixel maps compare, and per-pixel normalisation from normal clips."""
+"""Scoring options: which channels the pixel maps compare, per-pixel normalisation from normal clips, the fusion of
+maps and the published (dilated) map."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from edge_ad.data.ucsd import open_ucsd
 from edge_ad.errors import UserError
 from edge_ad.export.exporter import export_bundle
 from edge_ad.models.vqvae import VQVAE
-from edge_ad.scoring.calibrate import calibrate_run, map_statistics
+from edge_ad.scoring.calibrate import calibrate_run, map_statistics, validation_frames
 from edge_ad.scoring.load import load_pipeline
 from edge_ad.scoring.scorer import AnomalyScorer, quantize
 from edge_ad.training.frames import clip_tensor
+from edge_ad.training.rundir import RunDir
 
 TINY = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
 
@@ -38,9 +40,68 @@ def test_residual_compares_the_chosen_channels(channels: str, picked: list[int])
     torch.testing.assert_close(residual, expected)
 
 
+def test_maps_may_name_their_channels() -> None:
+    """residual@frame and residual@motion are two maps of one run, whatever compare_channels says."""
+    cfg = load_config(TINY, ["scoring.weights={residual@motion: 1, residual@frame: 1, residual: 1}"])
+    torch.manual_seed(0)
+    vqvae = VQVAE.from_config(cfg).eval()
+    scorer = AnomalyScorer(vqvae, None, cfg)
+    assert scorer.names == ["residual", "residual@frame", "residual@motion"]
+    x = torch.rand(2, 2, *cfg.data.size)
+    with torch.no_grad():
+        codes, distance = quantize(vqvae, vqvae.encoder(x))
+        raw = scorer.raw_maps(x, codes, distance, None)
+        d = (x - vqvae.decode_codes(codes)).abs()
+    torch.testing.assert_close(raw["residual@frame"], d[:, :1])
+    torch.testing.assert_close(raw["residual@motion"], d[:, 1:])
+    torch.testing.assert_close(raw["residual"], d.amax(1, keepdim=True))
+
+
 def test_motion_channels_need_temporal_offsets() -> None:
     with pytest.raises(UserError, match="compare_channels=motion needs motion channels"):
         load_config(TINY, ["data.temporal_offsets=[]", "scoring.compare_channels=motion"])
+    with pytest.raises(UserError, match=r"residual@motion.*need motion channels"):
+        load_config(TINY, ["data.temporal_offsets=[]", "scoring.weights={residual@motion: 1}"])
+
+
+@pytest.mark.parametrize("bad", ["nll@frame", "residual@colour", "residual@"])
+def test_a_map_that_cannot_take_a_channel_group_is_named(bad: str) -> None:
+    with pytest.raises(UserError, match=bad):
+        load_config(TINY, [f"scoring.weights={{{bad}: 1}}"])
+
+
+def test_max_fusion_takes_the_surer_map_and_the_published_map_is_dilated() -> None:
+    """Each map is scaled by its own frame-score spread; max keeps the map that stands out; the frame score is
+    taken before the dilation, the published map after it."""
+    cfg = load_config(
+        TINY,
+        [
+            "scoring.weights={residual@frame: 1, residual@motion: 1}",
+            "scoring.fusion=max",
+            "scoring.smoothing_sigma=0",
+            "scoring.map_dilation=3",
+            "scoring.frame_score=max",
+        ],
+    )
+    scorer = AnomalyScorer(VQVAE.from_config(cfg).eval(), None, cfg)
+    h, w = cfg.data.size
+    frame, motion = torch.zeros(1, 1, h, w), torch.zeros(1, 1, h, w)
+    frame[0, 0, 2, 2], motion[0, 0, 9, 9] = 4.0, 30.0
+    scorer.score_scale.copy_(torch.tensor([2.0, 10.0]))  # the motion map is noisier on normal frames
+    raw = {"residual@frame": frame, "residual@motion": motion}
+    fused = scorer.combine(raw)
+    assert fused[0, 0, 2, 2] == 2.0 and fused[0, 0, 9, 9] == 3.0
+    published = scorer.outline(fused)
+    assert published[0, 0, 8:11, 8:11].eq(3.0).all() and published[0, 0, 7, 7] < 3.0
+    # forward: the frame score of the fused map, the dilated map published
+    x = torch.rand(2, 2, h, w)
+    with torch.no_grad():
+        codes, distance = quantize(scorer.vqvae, scorer.vqvae.encoder(x))
+        out_map, out_score = scorer(x, codes, distance)
+        fused = scorer.combine(scorer.raw_maps(x, codes, distance, None))
+    torch.testing.assert_close(out_score, scorer.frame_score(fused))
+    torch.testing.assert_close(out_map, scorer.outline(fused))
+    assert (out_map >= fused).all() and (out_map > fused).any()
 
 
 def test_pixel_normalisation_discounts_a_place_that_is_always_hard() -> None:
@@ -65,14 +126,22 @@ def test_pixel_normalisation_is_saved_with_the_run_and_loaded_back(
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    cfg["scoring"].update(normalise="pixel", compare_channels="motion", weights={"residual": 1.0, "ssim": 1.0})
+    weights = {"residual@frame": 1.0, "residual@motion": 1.0, "ssim": 1.0}
+    cfg["scoring"].update(normalise="pixel", compare_channels="motion", weights=weights, fusion="max", map_dilation=3)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     calib = calibrate_run(run, tiny_scene)
     assert calib["normalise"] == "pixel"
-    _, pipeline, _ = load_pipeline(run)
-    center = pipeline.scorer.center
-    assert center.shape[1:] == tuple(cfg["data"]["size"])
-    assert float(center.std()) > 0  # one value per pixel, not one per map
+    config, pipeline, _ = load_pipeline(run)
+    scorer = pipeline.scorer
+    assert scorer.center.shape[1:] == tuple(cfg["data"]["size"])
+    assert float(scorer.center.std()) > 0  # one value per pixel, not one per map
+    # Each map's frame score on the validation frames: median 0, 99th percentile 1 (what the fusion compares).
+    val = torch.from_numpy(validation_frames(RunDir(run), config, tiny_scene)).float()
+    with torch.no_grad():
+        raw = pipeline.raw_maps(val)
+        for name in scorer.names:
+            mid, hi = np.quantile(scorer.frame_score(scorer.single(raw, name)).numpy(), [0.5, 0.99])
+            assert abs(mid) < 1e-4 and abs(hi - 1) < 1e-4, name
     # The per-pixel statistics travel inside the exported graph: ONNX Runtime gives the same maps.
     bundle = export_bundle(run, tmp_path / "bundle")
     x = torch.from_numpy(

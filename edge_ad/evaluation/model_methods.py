@@ -71,7 +71,8 @@ class RunMaps:
                 if len(self.names) > 1:
                     views.update({n: scorer.single(raw, n) for n in self.names})
                 for name, m in views.items():
-                    parts.setdefault(name, []).append((m[:, 0].numpy(), scorer.frame_score(m).numpy()))
+                    pair = (scorer.outline(m)[:, 0].numpy(), scorer.frame_score(m).numpy())
+                    parts.setdefault(name, []).append(pair)
         self._out = {
             k: (np.concatenate([a for a, _ in v]), np.concatenate([b for _, b in v])) for k, v in parts.items()
         }

@@ -1,8 +1,9 @@
 """Calibration on held-out NORMAL validation clips only (never on test labels).
 
 Three steps, each needing the previous one: the restoration threshold (an NLL quantile of normal codes),
-the per-map normalisation (median and a high quantile of each raw map), and the alert threshold on the frame
-score, set from a false-alarm budget at the stream's frame rate.
+the per-map normalisation (median and a high quantile of each raw map, or per-pixel statistics, then the
+spread of each map's frame score), and the alert threshold on the frame score, set from a false-alarm budget
+at the stream's frame rate.
 """
 
 from __future__ import annotations
@@ -110,6 +111,11 @@ def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: i
         c, s = map_statistics([r[name] for r in raw], cfg.scoring.normalise, rng, cfg.scoring.pixel_stats_sigma)
         scorer.center[i] = c
         scorer.scale[i] = s
+        scorer.score_center[i], scorer.score_scale[i] = 0.0, 1.0
+        with torch.no_grad():
+            scores = torch.cat([scorer.frame_score(scorer.single(r, name)) for r in raw]).numpy()
+        mid, hi = np.quantile(scores, [0.5, 0.99])
+        scorer.score_center[i], scorer.score_scale[i] = float(mid), float(max(hi - mid, 1e-6))
     scores = torch.cat([s for _, s in _batched(val_x, pipeline)]).numpy()
     alert = frame_threshold(scores, cfg.scoring.false_alarms_per_hour, cfg.scoring.assumed_fps)
     return {
@@ -118,6 +124,9 @@ def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: i
         # per map; the mean over pixels when normalised per pixel (the maps themselves are in normalisation.safetensors)
         "center": scorer.center.mean((1, 2)).tolist(),
         "scale": scorer.scale.mean((1, 2)).tolist(),
+        # each map's frame score on these frames: median and 99th percentile - median, before the fusion
+        "score_center": scorer.score_center.tolist(),
+        "score_scale": scorer.score_scale.tolist(),
         "restore_threshold": float(scorer.restore_threshold),
         **alert,
         "pixel_threshold": alert["threshold"],
@@ -131,7 +140,8 @@ def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: i
 def save_normalisation(run: RunDir, scorer: AnomalyScorer) -> None:
     from safetensors.torch import save_file
 
-    save_file({"center": scorer.center.contiguous(), "scale": scorer.scale.contiguous()}, str(run.normalisation))
+    names = ("center", "scale", "score_center", "score_scale")
+    save_file({n: getattr(scorer, n).contiguous() for n in names}, str(run.normalisation))
 
 
 def calibrate_run(run_dir: str | Path, data_root: str | Path) -> dict[str, Any]:

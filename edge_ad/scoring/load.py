@@ -35,8 +35,8 @@ def apply_calibration(scorer: AnomalyScorer, calib: dict, run: RunDir) -> None:
         raise ValueError(f"calibration is for maps {calib['maps']}, the scorer has {scorer.names}; calibrate again")
     try:
         norm = load_file(str(run.normalisation))
-        scorer.center.copy_(norm["center"])
-        scorer.scale.copy_(norm["scale"])
+        for name in ("center", "scale", "score_center", "score_scale"):
+            getattr(scorer, name).copy_(norm[name])
     except (OSError, SafetensorError, KeyError, RuntimeError) as e:
         raise UserError(
             f"{run.normalisation} is missing or unreadable ({e}); run `edge-ad calibrate --run {run.root}` again"

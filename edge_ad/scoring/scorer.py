@@ -10,8 +10,9 @@ Maps (each [B, 1, H, W], larger = more anomalous):
 - ``restore``: 1 - SSIM(x, decode(restored codes)) after latent-space restoration (Wang et al.).
 - ``restore_diff``: |decode(codes) - decode(restored codes)|: zero wherever the prior left the codes alone.
 
-Each map is normalised with statistics from normal validation clips (calibration), the weighted sum is
-smoothed, and the frame score is the mean of its top-k pixels (or its max). Nothing here is repeated in
+A map that compares channels may name them (``residual@frame``, ``residual@motion``). Each map is normalised
+with statistics from normal validation clips (calibration), the maps are fused (weighted mean or max) and
+smoothed, the frame score is the mean of the top-k pixels (or the max), and the published map is dilated. Nothing here is repeated in
 numpy: the runtime gets all of it inside the exported graph.
 """
 
@@ -33,8 +34,15 @@ MAPS = ("residual", "ssim", "am", "ssim_am", "nll", "restore", "restore_diff")
 PRIOR_MAPS = {"nll", "restore", "restore_diff"}
 
 
+def base_map(name: str) -> str:
+    """``residual@motion`` -> ``residual``."""
+    return name.partition("@")[0]
+
+
 def active_maps(weights: dict[str, float], has_prior: bool) -> list[str]:
-    return [m for m in MAPS if weights.get(m, 0.0) > 0 and (has_prior or m not in PRIOR_MAPS)]
+    """The weighted maps this run can compute, in a fixed order (MAPS, then the channel group)."""
+    names = [n for n, w in weights.items() if w > 0 and (has_prior or base_map(n) not in PRIOR_MAPS)]
+    return sorted(names, key=lambda n: (MAPS.index(base_map(n)), n))
 
 
 def dilate(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -69,9 +77,9 @@ class AnomalyScorer(nn.Module):
         self.rounds = s.restore_rounds
         self.channel_reduce = s.channel_reduce
         colour = 1 if cfg.data.grayscale else 3
-        self.channels = {"all": slice(None), "frame": slice(0, colour), "motion": slice(colour, None)}[
-            s.compare_channels
-        ]
+        self.groups = {"all": slice(None), "frame": slice(0, colour), "motion": slice(colour, None)}
+        self.default_group = s.compare_channels
+        self.fusion, self.map_dilation = s.fusion, s.map_dilation
         self.frame_mode = s.frame_score
         h, w = self.size
         self.topk = max(1, round(s.topk_fraction * h * w))
@@ -84,19 +92,24 @@ class AnomalyScorer(nn.Module):
         self.register_buffer("center", torch.zeros(len(self.names), h, w))
         self.register_buffer("scale", torch.ones(len(self.names), h, w))
         self.register_buffer("restore_threshold", torch.tensor(1e9))
+        # Then each normalised map is shifted and scaled so that its frame score on the same frames has median
+        # 0 and 99th percentile 1: maps of different kinds weigh alike in the fusion, in false-alarm terms.
+        self.register_buffer("score_center", torch.zeros(len(self.names)))
+        self.register_buffer("score_scale", torch.ones(len(self.names)))
 
     def _up(self, m: torch.Tensor, mode: str) -> torch.Tensor:
         if mode == "nearest":
             return F.interpolate(m.unsqueeze(1), size=self.size, mode="nearest")
         return F.interpolate(m.unsqueeze(1), size=self.size, mode="bilinear", align_corners=False)
 
-    def _reduce(self, d: torch.Tensor) -> torch.Tensor:
-        # max: a motion channel's error is not diluted by a well-reconstructed appearance channel
-        d = d[:, self.channels]
-        return d.amax(1, keepdim=True) if self.channel_reduce == "max" else d.mean(1, keepdim=True)
+    def _channels(self, name: str) -> slice:
+        group = name.partition("@")[2] or self.default_group
+        return self.groups[group]
 
-    def _dissimilarity(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self._reduce(1 - ssim_map(x, y, self.window))
+    def _reduce(self, d: torch.Tensor, name: str) -> torch.Tensor:
+        # max: a motion channel's error is not diluted by a well-reconstructed appearance channel
+        d = d[:, self._channels(name)]
+        return d.amax(1, keepdim=True) if self.channel_reduce == "max" else d.mean(1, keepdim=True)
 
     def raw_maps(
         self,
@@ -107,8 +120,8 @@ class AnomalyScorer(nn.Module):
         restored: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Every active map; ``restored`` overrides the fast restoration (to score the exact reference)."""
-        need_restore = any(n.startswith("restore") for n in self.names)
-        if need_restore:
+        bases = {base_map(n) for n in self.names}
+        if any(b.startswith("restore") for b in bases):
             assert self.prior is not None and logits is not None
             if restored is None:
                 restored = restore_fast(self.prior, codes, logits, self.restore_threshold, self.rounds)
@@ -117,33 +130,46 @@ class AnomalyScorer(nn.Module):
             x_hat, x_rest = both[:b], both[b:]
         else:
             x_hat = self.vqvae.decode_codes(codes)
+        # Per-channel pieces, computed once and shared by the maps (and channel groups) that use them.
+        dissimilarity = 1 - ssim_map(x, x_hat, self.window) if bases & {"ssim", "ssim_am"} else None
+        am = dilate(self._up(distance, "nearest"), self.am_dilation) if bases & {"am", "ssim_am"} else None
         out: dict[str, torch.Tensor] = {}
-        if "residual" in self.names:
-            out["residual"] = self._reduce((x - x_hat).abs())
-        if "am" in self.names or "ssim_am" in self.names:
-            out["am"] = dilate(self._up(distance, "nearest"), self.am_dilation)
-        if "ssim" in self.names or "ssim_am" in self.names:
-            out["ssim"] = dilate(self._dissimilarity(x, x_hat), self.ssim_dilation)
-        if "ssim_am" in self.names:
-            out["ssim_am"] = out["ssim"] * out["am"]
-        if "nll" in self.names:
-            out["nll"] = self._up(code_nll(logits, codes), "bilinear")
-        if "restore" in self.names:
-            out["restore"] = self._dissimilarity(x, x_rest)
-        if "restore_diff" in self.names:
-            out["restore_diff"] = (x_hat - x_rest)[:, self.channels].abs().mean(1, keepdim=True)
-        return {n: out[n] for n in self.names}
+        for name in self.names:
+            base = base_map(name)
+            if base == "residual":
+                out[name] = self._reduce((x - x_hat).abs(), name)
+            elif base in ("ssim", "ssim_am"):
+                sm = dilate(self._reduce(dissimilarity, name), self.ssim_dilation)
+                out[name] = sm * am if base == "ssim_am" else sm
+            elif base == "am":
+                out[name] = am
+            elif base == "nll":
+                out[name] = self._up(code_nll(logits, codes), "bilinear")
+            elif base == "restore":
+                out[name] = self._reduce(1 - ssim_map(x, x_rest, self.window), name)
+            else:  # restore_diff: zero wherever the prior left the codes alone
+                out[name] = (x_hat - x_rest)[:, self._channels(name)].abs().mean(1, keepdim=True)
+        return out
+
+    def normalised(self, raw: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        """One map in the common scale of the fusion: per-map (or per-pixel) statistics, then frame-score scaling."""
+        i = self.names.index(name)
+        z = (raw[name] - self.center[i]) / self.scale[i]
+        return (z - self.score_center[i]) / self.score_scale[i]
 
     def combine(self, raw: dict[str, torch.Tensor]) -> torch.Tensor:
-        total = torch.zeros_like(raw[self.names[0]])
-        for i, n in enumerate(self.names):
-            total = total + self.weights[i] * (raw[n] - self.center[i]) / self.scale[i]
-        return separable_blur(total / self.weights.sum(), self.smooth)
+        """The fused, smoothed map the frame score is taken from (before ``outline``)."""
+        maps = torch.stack([self.weights[i] * self.normalised(raw, n) for i, n in enumerate(self.names)])
+        total = maps.amax(0) if self.fusion == "max" else maps.sum(0) / self.weights.sum()
+        return separable_blur(total, self.smooth)
 
     def single(self, raw: dict[str, torch.Tensor], name: str) -> torch.Tensor:
         """One map alone, normalised and smoothed like the combination (to compare maps in evaluation)."""
-        i = self.names.index(name)
-        return separable_blur((raw[name] - self.center[i]) / self.scale[i], self.smooth)
+        return separable_blur(self.normalised(raw, name), self.smooth)
+
+    def outline(self, m: torch.Tensor) -> torch.Tensor:
+        """The published map: dilated so that it covers an object whose edges the residual lit up."""
+        return dilate(m, self.map_dilation)
 
     def frame_score(self, m: torch.Tensor) -> torch.Tensor:
         flat = m.flatten(1)
@@ -155,7 +181,7 @@ class AnomalyScorer(nn.Module):
         self, x: torch.Tensor, codes: torch.Tensor, distance: torch.Tensor, logits: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.combine(self.raw_maps(x, codes, distance, logits))
-        return m, self.frame_score(m)
+        return self.outline(m), self.frame_score(m)
 
 
 class AnomalyPipeline(nn.Module):
