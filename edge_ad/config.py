@@ -132,7 +132,8 @@ class ScoringConfig(Section):
     # example residual@frame and residual@motion, two maps); without one it compares ``compare_channels``.
     weights: dict[str, float] = Field(default_factory=lambda: {"ssim_am": 1.0, "nll": 1.0, "restore": 1.0})
     # How the normalised maps become one: their weighted mean, or their weighted max (one map that is sure is
-    # enough: a cart at walking pace shows in the frame channel, a cyclist in the motion channel).
+    # enough: a cart at walking pace shows in the frame channel, a cyclist in the motion channel). Before a
+    # max, calibration also scales each map by the spread of its frame score on the validation frames.
     fusion: Literal["mean", "max"] = "mean"
     smoothing_sigma: float = Field(2.0, ge=0.0)
     # Grey dilation (pixels, a stride-1 max-pool) of the published map, after the frame score is taken: a

@@ -112,6 +112,8 @@ def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: i
         scorer.center[i] = c
         scorer.scale[i] = s
         scorer.score_center[i], scorer.score_scale[i] = 0.0, 1.0
+        if scorer.fusion != "max":  # a weighted mean keeps the maps' own scales, as the weights were set for
+            continue
         with torch.no_grad():
             scores = torch.cat([scorer.frame_score(scorer.single(r, name)) for r in raw]).numpy()
         mid, hi = np.quantile(scores, [0.5, 0.99])

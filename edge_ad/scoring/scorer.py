@@ -92,8 +92,8 @@ class AnomalyScorer(nn.Module):
         self.register_buffer("center", torch.zeros(len(self.names), h, w))
         self.register_buffer("scale", torch.ones(len(self.names), h, w))
         self.register_buffer("restore_threshold", torch.tensor(1e9))
-        # Then each normalised map is shifted and scaled so that its frame score on the same frames has median
-        # 0 and 99th percentile 1: maps of different kinds weigh alike in the fusion, in false-alarm terms.
+        # For a max fusion, each normalised map is then shifted and scaled so that its frame score on the same
+        # frames has median 0 and 99th percentile 1: maps of different kinds weigh alike, in false-alarm terms.
         self.register_buffer("score_center", torch.zeros(len(self.names)))
         self.register_buffer("score_scale", torch.ones(len(self.names)))
 
@@ -158,13 +158,13 @@ class AnomalyScorer(nn.Module):
         return (z - self.score_center[i]) / self.score_scale[i]
 
     def combine(self, raw: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The fused, smoothed map the frame score is taken from (before ``outline``)."""
-        maps = torch.stack([self.weights[i] * self.normalised(raw, n) for i, n in enumerate(self.names)])
-        total = maps.amax(0) if self.fusion == "max" else maps.sum(0) / self.weights.sum()
-        return separable_blur(total, self.smooth)
+        """The fused map the frame score is taken from (before ``outline``). Each map is smoothed before the
+        fusion, as in calibration: a max over unsmoothed maps would favour the noisier one."""
+        maps = torch.stack([self.weights[i] * self.single(raw, n) for i, n in enumerate(self.names)])
+        return maps.amax(0) if self.fusion == "max" else maps.sum(0) / self.weights.sum()
 
     def single(self, raw: dict[str, torch.Tensor], name: str) -> torch.Tensor:
-        """One map alone, normalised and smoothed like the combination (to compare maps in evaluation)."""
+        """One map alone, normalised and smoothed (a view in evaluation, and each term of the fusion)."""
         return separable_blur(self.normalised(raw, name), self.smooth)
 
     def outline(self, m: torch.Tensor) -> torch.Tensor:
