@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import yaml
+from safetensors.torch import save_file
 
 from edge_ad.config import load_config
 from edge_ad.data.ucsd import open_ucsd
@@ -153,6 +154,10 @@ def test_pixel_normalisation_is_saved_with_the_run_and_loaded_back(
         torch_map, _ = pipeline(x)
     # (a code on a tie may flip between the two runtimes; a missing normalisation would move every pixel)
     assert np.quantile(np.abs(ort_map - torch_map.numpy()), 0.99) < 1e-3
+    # A run calibrated before the frame-score scaling existed: told to calibrate again, not a KeyError.
+    save_file({"center": scorer.center, "scale": scorer.scale}, str(run / "normalisation.safetensors"))
+    with pytest.raises(UserError, match="calibrate --run"):
+        load_pipeline(run)
     (run / "normalisation.safetensors").unlink()
     with pytest.raises(UserError, match="calibrate --run"):
         load_pipeline(run)

@@ -11,9 +11,9 @@ Maps (each [B, 1, H, W], larger = more anomalous):
 - ``restore_diff``: |decode(codes) - decode(restored codes)|: zero wherever the prior left the codes alone.
 
 A map that compares channels may name them (``residual@frame``, ``residual@motion``). Each map is normalised
-with statistics from normal validation clips (calibration), the maps are fused (weighted mean or max) and
-smoothed, the frame score is the mean of the top-k pixels (or the max), and the published map is dilated. Nothing here is repeated in
-numpy: the runtime gets all of it inside the exported graph.
+with statistics from normal validation clips (calibration); the maps are smoothed and fused (weighted mean
+or max); the frame score is the mean of the top-k pixels (or the max); the published map is dilated.
+Nothing here is repeated in numpy: the runtime gets all of it inside the exported graph.
 """
 
 from __future__ import annotations
@@ -133,6 +133,7 @@ class AnomalyScorer(nn.Module):
         # Per-channel pieces, computed once and shared by the maps (and channel groups) that use them.
         dissimilarity = 1 - ssim_map(x, x_hat, self.window) if bases & {"ssim", "ssim_am"} else None
         am = dilate(self._up(distance, "nearest"), self.am_dilation) if bases & {"am", "ssim_am"} else None
+        restore_dissimilarity = 1 - ssim_map(x, x_rest, self.window) if "restore" in bases else None
         out: dict[str, torch.Tensor] = {}
         for name in self.names:
             base = base_map(name)
@@ -146,7 +147,7 @@ class AnomalyScorer(nn.Module):
             elif base == "nll":
                 out[name] = self._up(code_nll(logits, codes), "bilinear")
             elif base == "restore":
-                out[name] = self._reduce(1 - ssim_map(x, x_rest, self.window), name)
+                out[name] = self._reduce(restore_dissimilarity, name)
             else:  # restore_diff: zero wherever the prior left the codes alone
                 out[name] = (x_hat - x_rest)[:, self._channels(name)].abs().mean(1, keepdim=True)
         return out
@@ -158,10 +159,13 @@ class AnomalyScorer(nn.Module):
         return (z - self.score_center[i]) / self.score_scale[i]
 
     def combine(self, raw: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The fused map the frame score is taken from (before ``outline``). Each map is smoothed before the
-        fusion, as in calibration: a max over unsmoothed maps would favour the noisier one."""
-        maps = torch.stack([self.weights[i] * self.single(raw, n) for i, n in enumerate(self.names)])
-        return maps.amax(0) if self.fusion == "max" else maps.sum(0) / self.weights.sum()
+        """The fused, smoothed map the frame score is taken from (before ``outline``)."""
+        if (
+            self.fusion == "max"
+        ):  # each map smoothed first, as in calibration: a max of unsmoothed maps favours the noisier
+            return torch.stack([self.weights[i] * self.single(raw, n) for i, n in enumerate(self.names)]).amax(0)
+        total = sum(self.weights[i] * self.normalised(raw, n) for i, n in enumerate(self.names))
+        return separable_blur(total / self.weights.sum(), self.smooth)  # smoothing is linear: once for the sum
 
     def single(self, raw: dict[str, torch.Tensor], name: str) -> torch.Tensor:
         """One map alone, normalised and smoothed (a view in evaluation, and each term of the fusion)."""
