@@ -121,6 +121,21 @@ def test_pixel_normalisation_discounts_a_place_that_is_always_hard() -> None:
     assert center[0, 1] > 2 * center[5, 5]
 
 
+def test_blurred_pixel_statistics_still_discount_a_small_lamp() -> None:
+    """The blur spreads a one-pixel lamp thin; the pixel's own median keeps the lamp normal where it is."""
+    rng = np.random.default_rng(0)
+    normal = torch.from_numpy(rng.uniform(0.0, 0.1, (200, 1, 16, 16))).float()
+    normal[:, 0, 3, 3] = torch.from_numpy(rng.uniform(0.8, 1.0, 200)).float()  # the lamp
+    normal[:10, 0, 10, 10] = 0.9  # a walker passing in 5 % of the frames
+    center, scale = map_statistics([normal], "pixel", rng, sigma=3.0)
+    new = torch.full((16, 16), 0.05)
+    new[3, 3], new[12, 5] = 0.9, 0.5  # the lamp as usual, and something at (12, 5)
+    z = (new - center) / scale
+    assert z[3, 3] < 1.0 < z[12, 5]
+    # A walker's few frames do not make its place normal for anything brighter.
+    assert center[10, 10] < 0.2
+
+
 def test_pixel_normalisation_is_saved_with_the_run_and_loaded_back(
     tiny_run: Path, tiny_scene: Path, tmp_path: Path
 ) -> None:

@@ -60,7 +60,10 @@ def map_statistics(
 
     Per pixel: the mean and standard deviation over the validation frames, both blurred (``sigma``) so that
     a place next to a walker's path counts as busy too, and the deviation floored with half the map's
-    overall one so that a pixel that barely varied on a few hundred frames does not blow up.
+    overall one so that a pixel that barely varied on a few hundred frames does not blow up. The centre is
+    at least the pixel's own median: the blur would spread a small spot the decoder always misses (a lamp)
+    thin, and the spot would then light up every frame; a walker passes a pixel in too few frames to move
+    its median.
     """
     if mode == "pixel":
         stack = torch.cat([m[:, 0] for m in maps]).double()
@@ -68,6 +71,7 @@ def map_statistics(
         if sigma > 0:
             kernel = gaussian_1d(2 * math.ceil(3 * sigma) + 1, sigma).double()
             mean, std = (separable_blur(t[None, None], kernel)[0, 0] for t in (mean, std))
+            mean = torch.maximum(mean, stack.median(0).values)
         return mean.float(), (std + 0.5 * stack.std()).clamp_min(1e-6).float()
     med, hi = np.quantile(_pixel_sample(maps, rng), [0.5, 0.999])
     return float(med), float(max(hi - med, 1e-6))
