@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edge_ad.evaluation.baselines import MOG2, FrameDifference
-from edge_ad.evaluation.methods import MapMethod, frame_score_from_map, resize_maps
+from edge_ad.evaluation.methods import FrameScoreRule, MapMethod, frame_score_from_map, resize_maps
 
 H, W, SIDE = 96, 128, 20
 
@@ -112,3 +112,35 @@ def test_resize_maps_to_mask_resolution() -> None:
     out = resize_maps(maps, (40, 60))
     assert out.shape == (3, 40, 60) and out.dtype == np.float32
     assert out[:, :, :20].max() == pytest.approx(0.25) and out[:, :, -20:].min() == pytest.approx(0.75)
+
+
+def test_a_rule_over_several_areas_is_standardised_on_normal_maps() -> None:
+    rng = np.random.default_rng(5)
+    normal = rng.random((50, 20, 20)).astype(np.float32)
+    rule = FrameScoreRule("topk", (0.01, 0.05))
+    with pytest.raises(ValueError, match="fit"):
+        rule(normal)
+    rule.fit(normal)
+    by_area = np.stack([frame_score_from_map(normal, "topk", a) for a in (0.01, 0.05)])
+    mid, hi = np.quantile(by_area, [0.5, 0.99], axis=1)
+    np.testing.assert_allclose(rule.center, mid, rtol=1e-6)
+    np.testing.assert_allclose(rule.scale, hi - mid, rtol=1e-6)
+    test = rng.random((3, 20, 20)).astype(np.float32)
+    expected = np.stack([frame_score_from_map(test, "topk", a) for a in (0.01, 0.05)])
+    expected = ((expected - mid[:, None]) / (hi - mid)[:, None]).max(axis=0)
+    np.testing.assert_allclose(rule(test), expected, rtol=1e-5)
+    assert rule(test[0]).shape == ()  # one map, one score
+    one = FrameScoreRule("topk", (0.01,))  # one area: the plain top-k mean, nothing to fit
+    assert not one.needs_fit
+    np.testing.assert_allclose(one(test), frame_score_from_map(test, "topk", 0.01))
+
+
+def test_fitting_a_baseline_leaves_no_state_behind() -> None:
+    frames, _ = moving_square_clip()
+    mog = warmed_mog2()
+    mog.rule = FrameScoreRule("topk", (0.01, 0.05))
+    mog.fit_rule(frames)
+    assert len(mog.rule.center) == 2
+    fitted = mog.score_clip(frames)[0]
+    plain = warmed_mog2()
+    np.testing.assert_array_equal(fitted, plain.score_clip(frames)[0])  # same maps as a fresh, warmed MOG2

@@ -176,3 +176,56 @@ def test_pixel_normalisation_is_saved_with_the_run_and_loaded_back(
     (run / "normalisation.safetensors").unlink()
     with pytest.raises(UserError, match="calibrate --run"):
         load_pipeline(run)
+
+
+def test_several_topk_areas_let_a_small_bright_spot_outrank_a_large_faint_blob() -> None:
+    """An area of 2 % sees a 12-pixel spot diluted by the rest of its top-k; a 0.3 % area sees it whole.
+    Each area's score is standardised (its spread on normal frames differs) before their max."""
+    cfg = load_config(TINY, ["scoring.weights={residual: 1}", "scoring.topk_fraction=0.02"])
+    one = AnomalyScorer(VQVAE.from_config(cfg).eval(), None, cfg)
+    cfg = load_config(
+        TINY, ["scoring.weights={residual: 1}", "scoring.topk_fraction=0.02", "scoring.extra_topk_fractions=[0.003]"]
+    )
+    both = AnomalyScorer(VQVAE.from_config(cfg).eval(), None, cfg)
+    h, w = cfg.data.size
+    assert (h, w) == (64, 64) and both.topks == [82, 12]
+    spot, blob = torch.zeros(2, 1, h, w), torch.zeros(2, 1, h, w)
+    spot[0, 0, :3, :4] = 5.0  # 12 pixels
+    blob[0, 0, 20:30, 20:40] = 1.0  # 200 pixels
+    both.area_center.copy_(torch.tensor([0.1, 0.2]))
+    both.area_scale.copy_(torch.tensor([1.0, 4.0]))  # the small area is noisier on normal frames
+    assert one.frame_score(spot)[0] < one.frame_score(blob)[0]
+    assert both.frame_score(spot)[0] > both.frame_score(blob)[0]
+    for m in (spot, blob):
+        areas = torch.stack([m.flatten(1).topk(k).values.mean(1) for k in (82, 12)])
+        expected = ((areas - both.area_center[:, None]) / both.area_scale[:, None]).amax(0)
+        torch.testing.assert_close(both.frame_score(m), expected)
+
+
+def test_topk_areas_are_calibrated_on_normal_frames_and_travel_in_the_bundle(
+    tiny_run: Path, tiny_scene: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["scoring"].update(topk_fraction=0.01, extra_topk_fractions=[0.002, 0.05])
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    calib = calibrate_run(run, tiny_scene)
+    assert calib["topk_areas"] == [0.01, 0.002, 0.05]
+    config, pipeline, _ = load_pipeline(run)
+    scorer = pipeline.scorer
+    val = torch.from_numpy(validation_frames(RunDir(run), config, tiny_scene)).float()
+    with torch.no_grad():
+        areas = scorer.area_scores(scorer.combine(pipeline.raw_maps(val)))
+        z = (areas - scorer.area_center[:, None]) / scorer.area_scale[:, None]
+        scores = pipeline(val)[1]
+    for a, each in enumerate(z.numpy()):  # every area: median 0, 99th percentile 1 on the normal frames
+        mid, hi = np.quantile(each, [0.5, 0.99])
+        assert abs(mid) < 1e-4 and abs(hi - 1) < 1e-4, a
+    torch.testing.assert_close(scores, z.amax(0))
+    assert calib["threshold"] > float(scores.max())  # the alert threshold is set on the same scores
+    # The areas and their statistics are constants of the exported graph: ONNX Runtime scores alike.
+    bundle = export_bundle(run, tmp_path / "bundle")
+    session = ort.InferenceSession(str(bundle.graph("pipeline")), providers=["CPUExecutionProvider"])
+    _, ort_scores = session.run(None, {"frames": val[:8].numpy()})
+    np.testing.assert_allclose(ort_scores, scores[:8].numpy(), atol=1e-3)

@@ -1,7 +1,8 @@
 """What a user would try before a learned model: frame differencing and a MOG2 background model.
 
 Both see the frames exactly as the model does (``to_model_frame`` at the model size) and score frames with
-the model's rule (top-k mean of the map), so any gap in the report comes from the maps alone. Both keep
+the model's rule (top-k mean of the map, over the same areas, standardised on normal frames as calibration
+does for the model), so any gap in the report comes from the maps alone. Both keep
 their state across ``score_clip`` calls until ``reset``, so a clip scored in pieces scores like a whole one.
 """
 
@@ -9,13 +10,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from typing import Literal
 
 import cv2
 import numpy as np
 
 from edge_ad.data.preprocess import to_model_frame
-from edge_ad.evaluation.methods import frame_score_from_map
+from edge_ad.evaluation.methods import FrameScoreRule
 
 
 def _gray(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -26,7 +26,34 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(image, (0, 0), sigma) if sigma > 0 else image
 
 
-class FrameDifference:
+class PixelBaseline:
+    """A map per frame from the frame and the method's state; frame scores by the shared rule."""
+
+    rule: FrameScoreRule
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def _map(self, frame: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def maps(self, frames: np.ndarray) -> np.ndarray:
+        return np.stack([self._map(f) for f in frames]).astype(np.float32)
+
+    def score_clip(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        maps = self.maps(frames)
+        return maps, self.rule(maps).astype(np.float32)
+
+    def fit_rule(self, normal_frames: np.ndarray) -> None:
+        """Standardise the frame score's areas on this method's maps of normal frames (nothing to do for one
+        area), then start clean: the fit leaves no temporal state behind."""
+        if self.rule.needs_fit:
+            self.reset()
+            self.rule.fit(self.maps(normal_frames))
+        self.reset()
+
+
+class FrameDifference(PixelBaseline):
     """Map = |x_t - x_{t-k}|, blurred: lights up whatever moves, anomalous or not. Until a clip has k frames
     of history its first frame stands in, as in the model's motion channels."""
 
@@ -35,8 +62,7 @@ class FrameDifference:
         k: int = 1,
         size: tuple[int, int] = (128, 128),
         blur_sigma: float = 2.0,
-        frame_score: Literal["topk", "max"] = "topk",
-        topk_fraction: float = 0.01,
+        rule: FrameScoreRule | None = None,
         name: str | None = None,
     ) -> None:
         if k < 1:
@@ -44,8 +70,7 @@ class FrameDifference:
         self.k = k
         self.size = size
         self.blur_sigma = blur_sigma
-        self.frame_score = frame_score
-        self.topk_fraction = topk_fraction
+        self.rule = rule or FrameScoreRule()
         self.name = name or f"frame-diff-k{k}"
         self._history: deque[np.ndarray] = deque(maxlen=k + 1)
 
@@ -57,13 +82,8 @@ class FrameDifference:
         self._history.append(x)
         return _blur(np.abs(x - self._history[0]), self.blur_sigma)
 
-    def score_clip(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        maps = np.stack([self._map(f) for f in frames]).astype(np.float32)
-        scores = frame_score_from_map(maps, self.frame_score, self.topk_fraction)
-        return maps, scores.astype(np.float32)
 
-
-class MOG2:
+class MOG2(PixelBaseline):
     """OpenCV's Gaussian-mixture background subtractor; map = its foreground mask (0/1), blurred into a soft
     score. A user would run it on the camera before, so ``warm_up`` feeds it normal training frames, and
     every ``reset`` restarts from that warmed-up background rather than from nothing."""
@@ -76,8 +96,7 @@ class MOG2:
         size: tuple[int, int] = (128, 128),
         blur_sigma: float = 2.0,
         learning_rate: float = -1.0,
-        frame_score: Literal["topk", "max"] = "topk",
-        topk_fraction: float = 0.01,
+        rule: FrameScoreRule | None = None,
         name: str = "mog2",
     ) -> None:
         self.history = history
@@ -86,8 +105,7 @@ class MOG2:
         self.size = size
         self.blur_sigma = blur_sigma
         self.learning_rate = learning_rate
-        self.frame_score = frame_score
-        self.topk_fraction = topk_fraction
+        self.rule = rule or FrameScoreRule()
         self.name = name
         self._warm: np.ndarray | None = None
         self._subtractor = self._fresh()
@@ -120,8 +138,3 @@ class MOG2:
     def _map(self, frame: np.ndarray) -> np.ndarray:
         foreground = self._subtractor.apply(self._input(frame), learningRate=self.learning_rate)
         return _blur((foreground > 127).astype(np.float32), self.blur_sigma)  # 127 = shadow
-
-    def score_clip(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        maps = np.stack([self._map(f) for f in frames]).astype(np.float32)
-        scores = frame_score_from_map(maps, self.frame_score, self.topk_fraction)
-        return maps, scores.astype(np.float32)

@@ -8,8 +8,8 @@ import numpy as np
 
 from edge_ad.data.ucsd import open_ucsd
 from edge_ad.errors import UserError
-from edge_ad.evaluation.baselines import MOG2, FrameDifference
-from edge_ad.evaluation.methods import MapMethod
+from edge_ad.evaluation.baselines import MOG2, FrameDifference, PixelBaseline
+from edge_ad.evaluation.methods import FrameScoreRule, MapMethod
 from edge_ad.evaluation.report import EvalResults, Evaluator, format_table, write_report
 
 WARM_UP_FRAMES = 200
@@ -33,17 +33,29 @@ def model_methods(
     return list(maps.methods()), maps.cfg.to_dict()
 
 
-def baseline_methods(cfg: dict, warm_up: np.ndarray | None) -> list[MapMethod]:
+def baseline_methods(cfg: dict, warm_up: np.ndarray | None, normal: np.ndarray | None) -> list[MapMethod]:
+    """Frame differencing and MOG2 with the model's frame-score rule; MOG2 learns its background from
+    ``warm_up``, and a rule over several areas is standardised on ``normal`` (other normal frames)."""
     size = tuple(cfg["data"]["size"])
-    rule = {"frame_score": cfg["scoring"]["frame_score"], "topk_fraction": cfg["scoring"]["topk_fraction"]}
+    scoring = cfg["scoring"]
+    areas = tuple(dict.fromkeys([scoring["topk_fraction"], *scoring.get("extra_topk_fractions", [])]))
+
+    def rule() -> FrameScoreRule:
+        return FrameScoreRule(scoring["frame_score"], areas)
+
     offsets = cfg["data"]["temporal_offsets"] or [1]
-    methods: list[MapMethod] = [FrameDifference(k=1, size=size, **rule)]
+    methods: list[PixelBaseline] = [FrameDifference(k=1, size=size, rule=rule())]
     if max(offsets) != 1:
-        methods.append(FrameDifference(k=max(offsets), size=size, **rule))
-    mog = MOG2(size=size, **rule)
+        methods.append(FrameDifference(k=max(offsets), size=size, rule=rule()))
+    mog = MOG2(size=size, rule=rule())
     if warm_up is not None and len(warm_up):
         mog.warm_up(warm_up)
     methods.append(mog)
+    for m in methods:
+        if m.rule.needs_fit:
+            if normal is None or not len(normal):
+                raise UserError("a frame score over several areas needs normal training clips for the baselines")
+            m.fit_rule(normal)
     return methods
 
 
@@ -64,7 +76,9 @@ def evaluate(
     methods, cfg = model_methods(run, bundle, compare)
     if baselines:
         warm = ds.train[-1].load_frames()[:WARM_UP_FRAMES] if ds.train else None
-        methods += baseline_methods(cfg, warm)
+        # the baselines' normal scores come from another clip than MOG2's warm-up, when there is one
+        normal = ds.train[-2].load_frames() if len(ds.train) > 1 else warm
+        methods += baseline_methods(cfg, warm, normal)
     ev = Evaluator(methods, eval_size=tuple(cfg["data"]["size"]))
     clips = ds.test[:max_clips] if max_clips else ds.test
     unlabeled = [c.name for c in clips if c.labels is None]

@@ -6,6 +6,7 @@ same resolution, by the same code.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 import cv2
@@ -59,3 +60,38 @@ def frame_score_from_map(
     k = max(1, int(round(topk_fraction * pixels.shape[-1])))
     top = np.partition(pixels, pixels.shape[-1] - k, axis=-1)[..., -k:]
     return top.mean(axis=-1)
+
+
+@dataclass
+class FrameScoreRule:
+    """The model's frame-score rule, for the baselines: the max, a top-k mean, or (with several areas) the
+    max over areas of each area's top-k mean standardised on normal frames, as calibration does for the
+    model. ``fit`` takes the maps a baseline made of normal frames; a single area needs no fit."""
+
+    mode: Literal["topk", "max"] = "topk"
+    areas: tuple[float, ...] = (0.01,)
+    center: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    scale: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    @property
+    def needs_fit(self) -> bool:
+        return self.mode == "topk" and len(self.areas) > 1
+
+    def area_scores(self, maps: np.ndarray) -> np.ndarray:
+        """[A, ...]: each area's top-k mean."""
+        return np.stack([frame_score_from_map(maps, "topk", a) for a in self.areas])
+
+    def fit(self, normal_maps: np.ndarray) -> None:
+        scores = self.area_scores(normal_maps).reshape(len(self.areas), -1)
+        mid, hi = np.quantile(scores, [0.5, 0.99], axis=1)
+        self.center, self.scale = mid.astype(np.float32), np.maximum(hi - mid, 1e-6).astype(np.float32)
+
+    def __call__(self, maps: np.ndarray) -> np.ndarray:
+        if self.mode == "max":
+            return frame_score_from_map(maps, "max")
+        if not self.needs_fit:
+            return frame_score_from_map(maps, "topk", self.areas[0])
+        if len(self.center) != len(self.areas):
+            raise ValueError("a frame score over several areas needs fit() on normal frames first")
+        shape = (-1,) + (1,) * (np.ndim(maps) - 2)
+        return ((self.area_scores(maps) - self.center.reshape(shape)) / self.scale.reshape(shape)).max(axis=0)

@@ -71,7 +71,9 @@ class RunMaps:
                 if len(self.names) > 1:
                     views.update({n: scorer.single(raw, n) for n in self.names})
                 for name, m in views.items():
-                    pair = (scorer.outline(m)[:, 0].numpy(), scorer.frame_score(m).numpy())
+                    # a map alone is scored at the reference area: the areas were standardised on the fusion
+                    score = scorer.frame_score(m) if name == "model" else scorer.reference_score(m)
+                    pair = (scorer.outline(m)[:, 0].numpy(), score.numpy())
                     parts.setdefault(name, []).append(pair)
         self._out = {
             k: (np.concatenate([a for a, _ in v]), np.concatenate([b for _, b in v])) for k, v in parts.items()

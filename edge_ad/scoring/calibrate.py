@@ -98,6 +98,12 @@ def frame_threshold(scores: np.ndarray, per_hour: float, fps: float) -> dict[str
     }
 
 
+def _spread(scores: np.ndarray) -> tuple[float, float]:
+    """(median, 99th percentile - median) of frame scores on normal frames: a scale in false-alarm terms."""
+    mid, hi = np.quantile(scores, [0.5, 0.99])
+    return float(mid), float(max(hi - mid, 1e-6))
+
+
 def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: int = 0) -> dict[str, Any]:
     scorer = pipeline.scorer
     rng = np.random.default_rng(seed)
@@ -119,9 +125,15 @@ def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: i
         if scorer.fusion != "max":  # a weighted mean keeps the maps' own scales, as the weights were set for
             continue
         with torch.no_grad():
-            scores = torch.cat([scorer.frame_score(scorer.single(r, name)) for r in raw]).numpy()
-        mid, hi = np.quantile(scores, [0.5, 0.99])
-        scorer.score_center[i], scorer.score_scale[i] = float(mid), float(max(hi - mid, 1e-6))
+            scores = torch.cat([scorer.reference_score(scorer.single(r, name)) for r in raw]).numpy()
+        scorer.score_center[i], scorer.score_scale[i] = _spread(scores)
+    scorer.area_center.zero_()
+    scorer.area_scale.fill_(1.0)
+    if len(scorer.topks) > 1 and scorer.frame_mode == "topk":
+        with torch.no_grad():
+            areas = torch.cat([scorer.area_scores(scorer.combine(r)) for r in raw], dim=1).numpy()
+        for a, scores in enumerate(areas):
+            scorer.area_center[a], scorer.area_scale[a] = _spread(scores)
     scores = torch.cat([s for _, s in _batched(val_x, pipeline)]).numpy()
     alert = frame_threshold(scores, cfg.scoring.false_alarms_per_hour, cfg.scoring.assumed_fps)
     return {
@@ -133,6 +145,10 @@ def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: i
         # each map's frame score on these frames: median and 99th percentile - median, before the fusion
         "score_center": scorer.score_center.tolist(),
         "score_scale": scorer.score_scale.tolist(),
+        # with several top-k areas: each area's score of the fused map, median and 99th percentile - median
+        "topk_areas": cfg.scoring.topk_areas(),
+        "area_center": scorer.area_center.tolist(),
+        "area_scale": scorer.area_scale.tolist(),
         "restore_threshold": float(scorer.restore_threshold),
         **alert,
         "pixel_threshold": alert["threshold"],
@@ -146,8 +162,7 @@ def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: i
 def save_normalisation(run: RunDir, scorer: AnomalyScorer) -> None:
     from safetensors.torch import save_file
 
-    names = ("center", "scale", "score_center", "score_scale")
-    save_file({n: getattr(scorer, n).contiguous() for n in names}, str(run.normalisation))
+    save_file({n: getattr(scorer, n).contiguous() for n in scorer.CALIBRATED}, str(run.normalisation))
 
 
 def calibrate_run(run_dir: str | Path, data_root: str | Path) -> dict[str, Any]:

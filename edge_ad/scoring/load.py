@@ -35,7 +35,7 @@ def apply_calibration(scorer: AnomalyScorer, calib: dict, run: RunDir) -> None:
         raise ValueError(f"calibration is for maps {calib['maps']}, the scorer has {scorer.names}; calibrate again")
     try:
         norm = load_file(str(run.normalisation))
-        for name in ("center", "scale", "score_center", "score_scale"):
+        for name in scorer.CALIBRATED:
             getattr(scorer, name).copy_(norm[name])
     except (OSError, SafetensorError, KeyError, RuntimeError) as e:
         raise UserError(

@@ -12,7 +12,8 @@ Maps (each [B, 1, H, W], larger = more anomalous):
 
 A map that compares channels may name them (``residual@frame``, ``residual@motion``). Each map is normalised
 with statistics from normal validation clips (calibration); the maps are smoothed and fused (weighted mean
-or max); the frame score is the mean of the top-k pixels (or the max); the published map is dilated.
+or max); the frame score is the mean of the top-k pixels (or the max; with several areas, the max of
+their standardised top-k means); the published map is dilated.
 Nothing here is repeated in numpy: the runtime gets all of it inside the exported graph.
 """
 
@@ -64,6 +65,9 @@ def quantize(vqvae: VQVAE, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 class AnomalyScorer(nn.Module):
     """(frames, codes, distance, prior logits) -> (anomaly map [B, 1, H, W], frame score [B])."""
 
+    # The buffers calibration sets from normal frames (saved next to the run as normalisation.safetensors).
+    CALIBRATED = ("center", "scale", "score_center", "score_scale", "area_center", "area_scale")
+
     def __init__(self, vqvae: VQVAE, prior: PixelSNAIL | None, cfg: Config) -> None:
         super().__init__()
         s = cfg.scoring
@@ -82,7 +86,7 @@ class AnomalyScorer(nn.Module):
         self.fusion, self.map_dilation = s.fusion, s.map_dilation
         self.frame_mode = s.frame_score
         h, w = self.size
-        self.topk = max(1, round(s.topk_fraction * h * w))
+        self.topks = [max(1, round(f * h * w)) for f in s.topk_areas()]
         self.register_buffer("window", gaussian_1d(s.ssim_window, s.ssim_sigma))
         radius = math.ceil(3 * s.smoothing_sigma) if s.smoothing_sigma > 0 else 0
         smooth = gaussian_1d(2 * radius + 1, s.smoothing_sigma) if radius else torch.ones(1)
@@ -96,6 +100,9 @@ class AnomalyScorer(nn.Module):
         # frames has median 0 and 99th percentile 1: maps of different kinds weigh alike, in false-alarm terms.
         self.register_buffer("score_center", torch.zeros(len(self.names)))
         self.register_buffer("score_scale", torch.ones(len(self.names)))
+        # With several top-k areas, each area's score is standardised the same way before their max.
+        self.register_buffer("area_center", torch.zeros(len(self.topks)))
+        self.register_buffer("area_scale", torch.ones(len(self.topks)))
 
     def _up(self, m: torch.Tensor, mode: str) -> torch.Tensor:
         if mode == "nearest":
@@ -175,11 +182,22 @@ class AnomalyScorer(nn.Module):
         """The published map: dilated so that it covers an object whose edges the residual lit up."""
         return dilate(m, self.map_dilation)
 
-    def frame_score(self, m: torch.Tensor) -> torch.Tensor:
-        flat = m.flatten(1)
+    def area_scores(self, m: torch.Tensor) -> torch.Tensor:
+        """[A, B]: the mean of each area's top-k pixels, from one sorted top-k of the largest area."""
+        top = m.flatten(1).topk(max(self.topks), dim=1).values
+        return torch.stack([top[:, :k].mean(1) for k in self.topks])
+
+    def reference_score(self, m: torch.Tensor) -> torch.Tensor:
+        """The frame score at the reference area alone (the scale of each map in a max fusion)."""
         if self.frame_mode == "max":
-            return flat.max(1).values
-        return flat.topk(self.topk, dim=1).values.mean(1)
+            return m.flatten(1).max(1).values
+        return m.flatten(1).topk(self.topks[0], dim=1).values.mean(1)
+
+    def frame_score(self, m: torch.Tensor) -> torch.Tensor:
+        if self.frame_mode == "max" or len(self.topks) == 1:
+            return self.reference_score(m)
+        z = (self.area_scores(m) - self.area_center[:, None]) / self.area_scale[:, None]
+        return z.amax(0)
 
     def forward(
         self, x: torch.Tensor, codes: torch.Tensor, distance: torch.Tensor, logits: torch.Tensor | None = None
