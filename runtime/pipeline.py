@@ -31,11 +31,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_ad import __version__
+from edge_ad.alerting import AlertEvent, AlertTracker
 from edge_ad.config import RuntimeConfig, StreamConfig
 from edge_ad.data.preprocess import ChannelBuilder, to_model_frame
 from edge_ad.errors import UserError
 from edge_ad.export.bundle import MANIFEST, Bundle
-from edge_ad.runtime.alerts import AlertEvent, AlertJournal, AlertTracker, regions, render_snapshot
+from edge_ad.runtime.alerts import AlertJournal, regions, render_snapshot
 from edge_ad.runtime.backends import Backend, create_backend
 from edge_ad.runtime.metrics import MetricsServer, RuntimeMetrics
 from edge_ad.runtime.publish import Publisher, encode_map

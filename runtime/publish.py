@@ -27,8 +27,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from edge_ad.alerting import AlertEvent
 from edge_ad.errors import UserError
-from edge_ad.runtime.alerts import AlertEvent
 
 VERSION = 1
 SECRET_ENV = "EDGE_AD_CURVE_SECRET_KEY"

@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_ad.alerting import AlertTracker
 from edge_ad.config import AlertConfig, load_config
 from edge_ad.errors import UserError
-from edge_ad.runtime.alerts import AlertJournal, AlertTracker, read_journal, regions, render_snapshot
+from edge_ad.runtime.alerts import AlertJournal, read_journal, regions, render_snapshot
 
 
 def run(scores: list[float], **cfg: float) -> list[tuple[str, int]]:

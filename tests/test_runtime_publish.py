@@ -12,9 +12,9 @@ import pytest
 import zmq
 import zmq.auth
 
+from edge_ad.alerting import AlertTracker
 from edge_ad.config import AlertConfig
 from edge_ad.errors import UserError
-from edge_ad.runtime.alerts import AlertTracker
 from edge_ad.runtime.publish import SECRET_ENV, Publisher, encode_map
 from edge_ad.runtime.subscribe import decode_map, describe
 

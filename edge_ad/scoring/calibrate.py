@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edge_ad.alerting import frame_threshold
 from edge_ad.config import Config
 from edge_ad.data.ucsd import open_ucsd
 from edge_ad.errors import UserError
@@ -75,27 +76,6 @@ def map_statistics(
         return mean.float(), (std + 0.5 * stack.std()).clamp_min(1e-6).float()
     med, hi = np.quantile(_pixel_sample(maps, rng), [0.5, 0.999])
     return float(med), float(max(hi - med, 1e-6))
-
-
-def frame_threshold(scores: np.ndarray, per_hour: float, fps: float) -> dict[str, Any]:
-    """The frame-score level that normal footage exceeds at most ``per_hour`` times an hour."""
-    n = len(scores)
-    allowed = per_hour / (fps * 3600.0) * n  # exceedances the budget allows on this much footage
-    ordered = np.sort(scores)
-    if allowed >= 1:
-        thr = float(ordered[n - int(allowed) - 1])
-        resolved = True
-    else:  # too little validation footage to see the budget: extrapolate above the worst normal frame
-        spread = float(ordered[-1] - np.median(ordered))
-        thr = float(ordered[-1] + 0.1 * max(spread, 1e-6))
-        resolved = False
-    return {
-        "threshold": thr,
-        "budget_resolved": resolved,
-        "val_minutes": n / fps / 60.0,
-        "val_score_max": float(ordered[-1]),
-        "val_score_median": float(np.median(ordered)),
-    }
 
 
 def _spread(scores: np.ndarray) -> tuple[float, float]:
