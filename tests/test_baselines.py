@@ -135,12 +135,17 @@ def test_a_rule_over_several_areas_is_standardised_on_normal_maps() -> None:
     np.testing.assert_allclose(one(test), frame_score_from_map(test, "topk", 0.01))
 
 
-def test_fitting_a_baseline_leaves_no_state_behind() -> None:
+def test_calibrating_a_baseline_sets_its_threshold_and_leaves_no_state_behind() -> None:
     frames, _ = moving_square_clip()
     mog = warmed_mog2()
     mog.rule = FrameScoreRule("topk", (0.01, 0.05))
-    mog.fit_rule(frames)
+    normal = normal_frames()
+    mog.calibrate(normal, false_alarms_per_hour=1.0, fps=10.0)
     assert len(mog.rule.center) == 2
+    mog.reset()
+    normal_scores = mog.score_clip(normal)[1]
+    assert mog.alert_threshold > normal_scores.max()  # 1 an hour: above every frame of a short clip
+    mog.reset()
     fitted = mog.score_clip(frames)[0]
     plain = warmed_mog2()
     np.testing.assert_array_equal(fitted, plain.score_clip(frames)[0])  # same maps as a fresh, warmed MOG2

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
+from edge_ad.alerting import frame_threshold
 from edge_ad.data.preprocess import to_model_frame
 from edge_ad.evaluation.methods import FrameScoreRule
 
@@ -30,6 +31,7 @@ class PixelBaseline:
     """A map per frame from the frame and the method's state; frame scores by the shared rule."""
 
     rule: FrameScoreRule
+    alert_threshold: float | None = None  # set by ``calibrate``, as calibration sets the model's
 
     def reset(self) -> None:
         raise NotImplementedError
@@ -44,12 +46,15 @@ class PixelBaseline:
         maps = self.maps(frames)
         return maps, self.rule(maps).astype(np.float32)
 
-    def fit_rule(self, normal_frames: np.ndarray) -> None:
-        """Standardise the frame score's areas on this method's maps of normal frames (nothing to do for one
-        area), then start clean: the fit leaves no temporal state behind."""
+    def calibrate(self, normal_frames: np.ndarray, false_alarms_per_hour: float, fps: float) -> None:
+        """What calibration does for the model, on this method's maps of normal frames: standardise the
+        frame score's areas (nothing to do for one area), then set the alert threshold from the false-alarm
+        budget. Starts clean afterwards: calibrating leaves no temporal state behind."""
+        self.reset()
+        maps = self.maps(normal_frames)
         if self.rule.needs_fit:
-            self.reset()
-            self.rule.fit(self.maps(normal_frames))
+            self.rule.fit(maps)
+        self.alert_threshold = frame_threshold(self.rule(maps), false_alarms_per_hour, fps)["threshold"]
         self.reset()
 
 

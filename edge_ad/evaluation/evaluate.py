@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_ad.config import AlertConfig
 from edge_ad.data.ucsd import open_ucsd
 from edge_ad.errors import UserError
 from edge_ad.evaluation.baselines import MOG2, FrameDifference, PixelBaseline
@@ -35,7 +36,8 @@ def model_methods(
 
 def baseline_methods(cfg: dict, warm_up: np.ndarray | None, normal: np.ndarray | None) -> list[MapMethod]:
     """Frame differencing and MOG2 with the model's frame-score rule; MOG2 learns its background from
-    ``warm_up``, and a rule over several areas is standardised on ``normal`` (other normal frames)."""
+    ``warm_up``; each is calibrated on ``normal`` (other normal frames) as the model is on its validation
+    clips: the frame score's areas standardised, the alert threshold set from the same false-alarm budget."""
     size = tuple(cfg["data"]["size"])
     scoring = cfg["scoring"]
     areas = tuple(dict.fromkeys([scoring["topk_fraction"], *scoring.get("extra_topk_fractions", [])]))
@@ -51,11 +53,11 @@ def baseline_methods(cfg: dict, warm_up: np.ndarray | None, normal: np.ndarray |
     if warm_up is not None and len(warm_up):
         mog.warm_up(warm_up)
     methods.append(mog)
-    for m in methods:
-        if m.rule.needs_fit:
-            if normal is None or not len(normal):
-                raise UserError("a frame score over several areas needs normal training clips for the baselines")
-            m.fit_rule(normal)
+    if normal is not None and len(normal):
+        for m in methods:
+            m.calibrate(normal, scoring["false_alarms_per_hour"], scoring["assumed_fps"])
+    elif len(areas) > 1 and scoring["frame_score"] == "topk":
+        raise UserError("a frame score over several areas needs normal training clips for the baselines")
     return methods
 
 
@@ -79,7 +81,8 @@ def evaluate(
         # the baselines' normal scores come from another clip than MOG2's warm-up, when there is one
         normal = ds.train[-2].load_frames() if len(ds.train) > 1 else warm
         methods += baseline_methods(cfg, warm, normal)
-    ev = Evaluator(methods, eval_size=tuple(cfg["data"]["size"]))
+    alerts = AlertConfig(**cfg.get("runtime", {}).get("alerts", {}))  # the rule `edge-ad run` would use
+    ev = Evaluator(methods, eval_size=tuple(cfg["data"]["size"]), alerts=alerts, fps=cfg["scoring"]["assumed_fps"])
     clips = ds.test[:max_clips] if max_clips else ds.test
     unlabeled = [c.name for c in clips if c.labels is None]
     if len(unlabeled) == len(clips):

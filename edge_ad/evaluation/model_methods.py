@@ -90,6 +90,8 @@ class RunView:
     def __init__(self, maps: RunMaps, view: str) -> None:
         self.maps, self.view = maps, view
         self.name = "edge-ad" if view == "model" else f"edge-ad:{view}"
+        calib = maps.calibration if view == "model" else None  # the alert threshold is the fused score's
+        self.alert_threshold: float | None = calib["threshold"] if calib else None
 
     def reset(self) -> None:
         """Every clip is scored whole, with a fresh frame history; nothing carries over."""
@@ -109,6 +111,7 @@ class BundleMethod:
         from edge_ad.export.bundle import load_bundle
 
         self.bundle = load_bundle(bundle_dir)
+        self.alert_threshold = self.bundle.threshold
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:

@@ -22,8 +22,10 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
+from edge_ad.config import AlertConfig
 from edge_ad.data.preprocess import to_model_frame
 from edge_ad.errors import UserError
+from edge_ad.evaluation.alert_timing import AlertSummary, summarise_alerts
 from edge_ad.evaluation.figures import Example, plot_examples, plot_roc
 from edge_ad.evaluation.methods import MapMethod, resize_maps
 from edge_ad.metrics import (
@@ -82,6 +84,8 @@ class EvalResults:
     methods: dict[str, MethodRecord]
     examples: list[Example]
     skipped: list[str]
+    # the alert rule replayed at each method's alert threshold (methods that have one)
+    alerts: dict[str, AlertSummary] = field(default_factory=dict)
 
     @property
     def has_masks(self) -> bool:
@@ -193,7 +197,11 @@ class Evaluator:
         fpr_limit: float = 0.3,
         num_thresholds: int = 1000,
         seed: int = 0,
+        alerts: AlertConfig | None = None,
+        fps: float = 10.0,
     ) -> None:
+        """``alerts``, ``fps``: the alert rule and frame rate replayed on the frame scores of every method with
+        an ``alert_threshold``."""
         names = [m.name for m in methods]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"need at least one method and distinct method names, got {names}")
@@ -202,6 +210,7 @@ class Evaluator:
         self.max_pixels = max_pixels
         self.fpr_limit = fpr_limit
         self.n_examples = n_examples
+        self.alert_cfg, self.fps = alerts, fps
         self._records = {
             m.name: MethodRecord(
                 name=m.name,
@@ -323,6 +332,17 @@ class Evaluator:
         normal = self._pools["normal"].examples()[: self.n_examples - len(anomalous)]
         return anomalous + normal
 
+    def _alerts(self) -> dict[str, AlertSummary]:
+        if self.alert_cfg is None or not self._clips:
+            return {}
+        out = {}
+        for m in self.methods:
+            threshold = getattr(m, "alert_threshold", None)
+            if threshold is not None:
+                scores = self._records[m.name].scores
+                out[m.name] = summarise_alerts(scores, self._labels, threshold, self.alert_cfg, self.fps)
+        return out
+
     def results(self) -> EvalResults:
         return EvalResults(
             eval_size=self.eval_size,
@@ -333,6 +353,7 @@ class Evaluator:
             methods=dict(self._records),
             examples=self._examples(),
             skipped=list(self._skipped),
+            alerts=self._alerts(),
         )
 
 
@@ -380,9 +401,50 @@ def table_rows(results: EvalResults) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+ALERT_COLUMNS = (
+    "method",
+    "threshold",
+    "anomalies alerted",
+    "median delay",
+    "max delay",
+    "early",
+    "false",
+    "normal min",
+)
+
+
+def alert_rows(results: EvalResults) -> list[list[str]]:
+    """One row per method with an alert threshold; delays in frames."""
+    rows = []
+    for name, a in results.alerts.items():
+        median = "-" if a.median_delay is None else f"{a.median_delay:g}"
+        rows.append(
+            [
+                name,
+                f"{a.threshold:.4g}",
+                f"{a.alerted}/{a.anomalies}",
+                median,
+                "-" if a.max_delay is None else str(a.max_delay),
+                str(a.early),
+                str(a.false),
+                f"{a.normal_minutes:.1f}",
+            ]
+        )
+    return rows
+
+
 def format_table(results: EvalResults) -> str:
-    """Plain aligned text for the terminal: names left, numbers right."""
-    header, rows = table_rows(results)
+    """Plain aligned text for the terminal: names left, numbers right (the metrics, then the alerts)."""
+    out = _aligned(*table_rows(results))
+    if any(s.pixel_auroc_sampled for s in results.summaries().values()):
+        out.append("* pixel AUROC estimated from a uniform sample of each class")
+    if results.alerts:
+        out += ["", "alerts at each method's threshold (delays in frames):"]
+        out += _aligned(list(ALERT_COLUMNS), alert_rows(results))
+    return "\n".join(out)
+
+
+def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -390,10 +452,7 @@ def format_table(results: EvalResults) -> str:
         padded[0] = cells[0].ljust(widths[0])
         return "  ".join(padded)
 
-    out = [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
-    if any(s.pixel_auroc_sampled for s in results.summaries().values()):
-        out.append("* pixel AUROC estimated from a uniform sample of each class")
-    return "\n".join(out)
+    return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
 
 def _markdown(results: EvalResults, figures: list[str]) -> str:
@@ -417,6 +476,21 @@ def _markdown(results: EvalResults, figures: list[str]) -> str:
     if any(s.pixel_auroc_sampled for s in results.summaries().values()):
         lines += [
             f"\\* pixel AUROC estimated from a uniform sample of at most {results.max_pixels} pixels per class.",
+            "",
+        ]
+    if results.alerts:
+        lines += [
+            "## Alerts",
+            "",
+            "The alert rule of `edge-ad run` replayed on each clip's frame scores at the method's threshold (ours "
+            "from calibration on normal validation clips, a baseline's set the same way on a normal training "
+            "clip). An anomaly (a run of anomalous frames) is alerted when an alert is on during it; its delay "
+            "counts frames from its first frame. An alert that starts on a normal frame is early when it lasts "
+            "into an anomaly, false otherwise; normal min is the normal footage they were raised on.",
+            "",
+            "| " + " | ".join(ALERT_COLUMNS) + " |",
+            "| " + " | ".join(["---"] + ["---:"] * (len(ALERT_COLUMNS) - 1)) + " |",
+            *("| " + " | ".join(r) + " |" for r in alert_rows(results)),
             "",
         ]
     notes = [f"- {s.method}: {n}" for s in results.summaries().values() for n in s.notes]
@@ -448,6 +522,7 @@ def _json(results: EvalResults) -> dict[str, object]:
         },
         "labels": {n: v.astype(int).tolist() for n, v in results.labels.items()},
         "frame_scores": {n: {c: v.tolist() for c, v in r.scores.items()} for n, r in results.methods.items()},
+        "alerts": {n: a.to_dict() for n, a in results.alerts.items()},
     }
 
 

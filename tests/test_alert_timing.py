@@ -1,0 +1,71 @@
+"""Alerts over a test set: the runtime's rule replayed on frame scores, matched with labels worked by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge_ad.config import AlertConfig
+from edge_ad.evaluation.alert_timing import alert_spans, anomalies, match_clip, summarise_alerts
+from edge_ad.evaluation.evaluate import evaluate
+
+RULE = AlertConfig(min_frames=2, end_frames=2, cooldown_s=0.0)
+
+
+def test_anomalies_are_runs_of_anomalous_frames() -> None:
+    assert anomalies(np.array([0, 1, 1, 0, 1])) == [(1, 2), (4, 4)]
+    assert anomalies(np.array([1, 1, 0])) == [(0, 1)]
+    assert anomalies(np.zeros(4)) == []
+
+
+def test_spans_follow_the_runtime_rule() -> None:
+    # two frames above start an alert on the second; two below end it on the second
+    scores = np.array([0, 2, 2, 2, 0, 0, 0, 2, 0, 2, 2])
+    assert alert_spans(scores, 1.0, RULE, fps=10) == [(2, 5), (10, 10)]  # the last one is still on at the end
+    assert alert_spans(scores, 1.0, AlertConfig(min_frames=3, end_frames=2, cooldown_s=0.0), fps=10) == [(3, 5)]
+    # an alert ending at frame 3 (0.3 s) with a cooldown of 1.05 s: the next one cannot start before frame 14
+    cooldown = AlertConfig(min_frames=2, end_frames=2, cooldown_s=1.05)
+    assert alert_spans(np.array([2, 2, 0, 0] + [2] * 14), 1.0, cooldown, fps=10) == [(1, 3), (14, 17)]
+
+
+def test_alerts_are_matched_with_the_labels() -> None:
+    labels = np.zeros(20, bool)
+    labels[5:10] = True  # one anomaly, frames 5 to 9
+    labels[15:18] = True  # another, frames 15 to 17
+    # a false alert, one early (starts at 3, lasts into the first anomaly), the second anomaly 2 frames late
+    c = match_clip("c", labels, [(0, 1), (3, 7), (17, 19)])
+    assert c.delays == [0, 2] and c.early == 1 and c.false == 1 and c.normal_frames == 12
+    # an alert that starts on an anomalous frame is neither; a missed anomaly has no delay
+    c = match_clip("c", labels, [(7, 11)])
+    assert c.delays == [2, None] and c.early == 0 and c.false == 0
+
+
+def test_a_summary_adds_the_clips_up() -> None:
+    labels = {"a": np.array([0, 0, 1, 1, 1, 1, 0, 0]), "b": np.zeros(8, int)}
+    scores = {"a": np.array([0, 0, 0, 5, 5, 5, 0, 0]), "b": np.array([0, 5, 5, 0, 0, 0, 0, 0])}
+    s = summarise_alerts(scores, labels, 1.0, RULE, fps=2.0)
+    assert (s.anomalies, s.alerted, s.median_delay, s.max_delay, s.early, s.false) == (1, 1, 2.0, 2, 0, 1)
+    assert s.normal_minutes == (4 + 8) / 2.0 / 60.0
+    assert [c.alerts for c in s.clips] == [[(4, 7)], [(2, 4)]]
+
+
+def test_eval_reports_alerts_for_our_bundle_and_the_baselines(
+    tiny_bundle: Path, tiny_scene: Path, tmp_path: Path
+) -> None:
+    results = evaluate(tiny_scene, tmp_path / "r", bundle=tiny_bundle)
+    assert set(results.alerts) == set(results.summaries()) >= {"edge-ad (bundle)", "frame-diff-k1", "mog2"}
+    ours = results.alerts["edge-ad (bundle)"]
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert ours.threshold == manifest["calibration"]["threshold"]
+    # recomputed from the report's own frame scores and labels
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    labels = {c: np.array(v) for c, v in report["labels"].items()}
+    scores = {c: np.array(v) for c, v in report["frame_scores"]["edge-ad (bundle)"].items()}
+    again = summarise_alerts(
+        scores, labels, ours.threshold, AlertConfig(**manifest["config"]["runtime"]["alerts"]), 10.0
+    )
+    assert report["alerts"]["edge-ad (bundle)"]["alerted"] == again.alerted == ours.alerted
+    assert report["alerts"]["edge-ad (bundle)"]["false"] == again.false
+    assert "## Alerts" in (tmp_path / "r" / "report.md").read_text()
