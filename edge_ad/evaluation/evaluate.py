@@ -76,12 +76,15 @@ def evaluate(
     if compare and run is None:
         raise UserError("--compare-maps needs --run (a bundle holds only its final map)")
     methods, cfg = model_methods(run, bundle, compare)
+    alerts = AlertConfig(**cfg.get("runtime", {}).get("alerts", {}))  # the rule `edge-ad run` would use
+    for m in methods:  # and its threshold: a site-tuned one in the config wins over calibration, as live
+        if alerts.threshold is not None and getattr(m, "alert_threshold", None) is not None:
+            m.alert_threshold = alerts.threshold
     if baselines:
         warm = ds.train[-1].load_frames()[:WARM_UP_FRAMES] if ds.train else None
         # the baselines' normal scores come from another clip than MOG2's warm-up, when there is one
         normal = ds.train[-2].load_frames() if len(ds.train) > 1 else warm
         methods += baseline_methods(cfg, warm, normal)
-    alerts = AlertConfig(**cfg.get("runtime", {}).get("alerts", {}))  # the rule `edge-ad run` would use
     ev = Evaluator(methods, eval_size=tuple(cfg["data"]["size"]), alerts=alerts, fps=cfg["scoring"]["assumed_fps"])
     clips = ds.test[:max_clips] if max_clips else ds.test
     unlabeled = [c.name for c in clips if c.labels is None]
