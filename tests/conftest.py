@@ -7,6 +7,8 @@ with the tiny config (seconds on two cores), and the bundle passes the same pari
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,20 @@ def tiny_bundle(tiny_run: Path, tiny_scene: Path, tmp_path_factory: pytest.TempP
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     export_bundle(tiny_run, out, data_root=tiny_scene)
     return out
+
+
+@pytest.fixture
+def edited_run(tiny_run: Path, tmp_path: Path) -> Callable[[Callable[[dict], None]], Path]:
+    """A copy of the tiny run whose config.yaml an ``edit`` changed in place (the trained weights are shared
+    by value): for scoring options that need only a recalibration, not a retraining."""
+    import yaml
+
+    def make(edit: Callable[[dict], None]) -> Path:
+        run = tmp_path / "run"
+        shutil.copytree(tiny_run, run)
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        edit(cfg)
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        return run
+
+    return make

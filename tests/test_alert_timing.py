@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from edge_ad.config import AlertConfig
 from edge_ad.evaluation.alert_timing import alert_spans, anomalies, match_clip, summarise_alerts
@@ -74,14 +73,10 @@ def test_eval_reports_alerts_for_our_bundle_and_the_baselines(
 
 
 def test_a_site_tuned_threshold_in_the_config_wins_as_it_does_live(
-    tiny_run: Path, tiny_scene: Path, tmp_path: Path
+    edited_run: Callable, tiny_run: Path, tiny_scene: Path, tmp_path: Path
 ) -> None:
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    calibrated = json.loads((run / "calibration.json").read_text())["threshold"]
-    cfg["runtime"]["alerts"]["threshold"] = 3.0 * calibrated
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    calibrated = json.loads((tiny_run / "calibration.json").read_text())["threshold"]
+    run = edited_run(lambda cfg: cfg["runtime"]["alerts"].update(threshold=3.0 * calibrated))
     results = evaluate(tiny_scene, tmp_path / "r", run=run, baselines=False)
     assert results.alerts["edge-ad"].threshold == 3.0 * calibrated
     assert "edge-ad:nll" not in results.alerts  # a map alone has no alert threshold

@@ -3,7 +3,7 @@ maps and the published (dilated) map."""
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -137,14 +137,15 @@ def test_blurred_pixel_statistics_still_discount_a_small_lamp() -> None:
 
 
 def test_pixel_normalisation_is_saved_with_the_run_and_loaded_back(
-    tiny_run: Path, tiny_scene: Path, tmp_path: Path
+    edited_run: Callable, tiny_scene: Path, tmp_path: Path
 ) -> None:
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
     weights = {"residual@frame": 1.0, "residual@motion": 1.0, "ssim": 1.0}
-    cfg["scoring"].update(normalise="pixel", compare_channels="motion", weights=weights, fusion="max", map_dilation=3)
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run = edited_run(
+        lambda cfg: cfg["scoring"].update(
+            normalise="pixel", compare_channels="motion", weights=weights, fusion="max", map_dilation=3
+        )
+    )
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
     calib = calibrate_run(run, tiny_scene)
     assert calib["normalise"] == "pixel"
     config, pipeline, _ = load_pipeline(run)
@@ -203,13 +204,9 @@ def test_several_topk_areas_let_a_small_bright_spot_outrank_a_large_faint_blob()
 
 
 def test_topk_areas_are_calibrated_on_normal_frames_and_travel_in_the_bundle(
-    tiny_run: Path, tiny_scene: Path, tmp_path: Path
+    edited_run: Callable, tiny_scene: Path, tmp_path: Path
 ) -> None:
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    cfg["scoring"].update(topk_fraction=0.01, extra_topk_fractions=[0.002, 0.05])
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run = edited_run(lambda cfg: cfg["scoring"].update(topk_fraction=0.01, extra_topk_fractions=[0.002, 0.05]))
     calib = calibrate_run(run, tiny_scene)
     assert calib["topk_areas"] == [0.01, 0.002, 0.05]
     config, pipeline, _ = load_pipeline(run)

@@ -455,6 +455,15 @@ def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
 
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table: names left, numbers right."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
 def _markdown(results: EvalResults, figures: list[str]) -> str:
     header, rows = table_rows(results)
     masked = sum(c.has_masks for c in results.clips)
@@ -468,9 +477,7 @@ def _markdown(results: EvalResults, figures: list[str]) -> str:
         "pixel criterion counts an anomalous frame as detected when at least 40% of its mask is above the "
         "threshold, and a normal frame as a false alarm when any pixel is.",
         "",
-        "| " + " | ".join(header) + " |",
-        "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |",
-        *("| " + " | ".join(r) + " |" for r in rows),
+        *_md_table(header, rows),
         "",
     ]
     if any(s.pixel_auroc_sampled for s in results.summaries().values()):
@@ -488,9 +495,7 @@ def _markdown(results: EvalResults, figures: list[str]) -> str:
             "counts frames from its first frame. An alert that starts on a normal frame is early when it lasts "
             "into an anomaly, false otherwise; normal min is the normal footage they were raised on.",
             "",
-            "| " + " | ".join(ALERT_COLUMNS) + " |",
-            "| " + " | ".join(["---"] + ["---:"] * (len(ALERT_COLUMNS) - 1)) + " |",
-            *("| " + " | ".join(r) + " |" for r in alert_rows(results)),
+            *_md_table(list(ALERT_COLUMNS), alert_rows(results)),
             "",
         ]
     notes = [f"- {s.method}: {n}" for s in results.summaries().values() for n in s.notes]
