@@ -155,6 +155,12 @@ class ScoringConfig(Section):
         """Every area of the frame score, the reference ``topk_fraction`` first, each once."""
         return list(dict.fromkeys([self.topk_fraction, *self.extra_topk_fractions]))
 
+    @model_validator(mode="after")
+    def _areas_need_topk(self) -> ScoringConfig:
+        if self.extra_topk_fractions and self.frame_score != "topk":
+            raise ValueError("extra_topk_fractions needs frame_score: topk (a max has no area)")
+        return self
+
     @field_validator("weights")
     @classmethod
     def _known_maps(cls, v: dict[str, float]) -> dict[str, float]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +71,13 @@ def test_eval_reports_alerts_for_our_bundle_and_the_baselines(
     assert "## Alerts" in (tmp_path / "r" / "report.md").read_text()
 
 
-def test_a_site_tuned_threshold_in_the_config_wins_as_it_does_live(
-    edited_run: Callable, tiny_run: Path, tiny_scene: Path, tmp_path: Path
-) -> None:
+def test_a_site_threshold_replaces_ours_as_it_does_live(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    """`edge-ad eval --config/--set` give the rule `edge-ad run` would get; its threshold replaces the calibrated
+    one for our model, but not for maps compared alone (each is recalibrated on its own scale)."""
     calibrated = json.loads((tiny_run / "calibration.json").read_text())["threshold"]
-    run = edited_run(lambda cfg: cfg["runtime"]["alerts"].update(threshold=3.0 * calibrated))
-    results = evaluate(tiny_scene, tmp_path / "r", run=run, baselines=False)
+    site = AlertConfig(threshold=3.0 * calibrated)
+    results = evaluate(tiny_scene, tmp_path / "r", run=tiny_run, baselines=False, alerts=site)
     assert results.alerts["edge-ad"].threshold == 3.0 * calibrated
     assert "edge-ad:nll" not in results.alerts  # a map alone has no alert threshold
+    compared = evaluate(tiny_scene, tmp_path / "c", run=tiny_run, baselines=False, compare=["nll"], alerts=site)
+    assert compared.alerts["edge-ad"].threshold != 3.0 * calibrated

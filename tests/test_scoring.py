@@ -3,6 +3,7 @@ maps and the published (dilated) map."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -226,3 +227,34 @@ def test_topk_areas_are_calibrated_on_normal_frames_and_travel_in_the_bundle(
     session = ort.InferenceSession(str(bundle.graph("pipeline")), providers=["CPUExecutionProvider"])
     _, ort_scores = session.run(None, {"frames": val[:8].numpy()})
     np.testing.assert_allclose(ort_scores, scores[:8].numpy(), atol=1e-3)
+    # Other areas than the run was calibrated for: told to calibrate again, not scored with stale statistics.
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["scoring"]["extra_topk_fractions"] = [0.003, 0.05]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(UserError, match="calibrate --run"):
+        load_pipeline(run)
+
+
+def test_a_run_calibrated_before_frame_score_areas_still_loads(edited_run: Callable, tiny_scene: Path) -> None:
+    """One area needs no area statistics: an older normalisation file and calibration still score alike."""
+    from safetensors.torch import load_file
+
+    run = edited_run(lambda cfg: None)
+    _, pipeline, _ = load_pipeline(run)
+    x = torch.from_numpy(clip_tensor(open_ucsd(tiny_scene).test[0], load_config(run / "config.yaml")).frames[:4])
+    with torch.no_grad():
+        before = pipeline(x.float())[1]
+    norm = {k: v for k, v in load_file(str(run / "normalisation.safetensors")).items() if not k.startswith("area_")}
+    save_file(norm, str(run / "normalisation.safetensors"))
+    calib = json.loads((run / "calibration.json").read_text())
+    for key in ("topk_areas", "area_center", "area_scale"):
+        del calib[key]
+    (run / "calibration.json").write_text(json.dumps(calib))
+    _, pipeline, _ = load_pipeline(run)
+    with torch.no_grad():
+        torch.testing.assert_close(pipeline(x.float())[1], before)
+
+
+def test_extra_areas_need_a_topk_frame_score() -> None:
+    with pytest.raises(UserError, match="extra_topk_fractions needs frame_score: topk"):
+        load_config(TINY, ["scoring.frame_score=max", "scoring.extra_topk_fractions=[0.005]"])

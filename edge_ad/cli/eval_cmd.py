@@ -19,10 +19,20 @@ def register(app: typer.Typer) -> None:
         compare_maps: str = typer.Option(
             None, "--compare-maps", help="With --run: also score these maps alone, e.g. residual,ssim,am,nll,restore."
         ),
+        config: Path = typer.Option(
+            None,
+            "--config",
+            help="The config `edge-ad run` gets: its runtime.alerts rule is what the alert table replays.",
+        ),
+        set_: list[str] = typer.Option(
+            [], "--set", help="Override it, e.g. --set runtime.alerts.threshold=3 (repeatable)."
+        ),
     ) -> None:
-        """Score every test clip with our maps and the baselines; print the table and write the report."""
+        """Score every test clip with our maps and the baselines; print the tables and write the report."""
+        from edge_ad.config import load_config
         from edge_ad.evaluation.evaluate import evaluate
 
+        alerts = load_config(config, list(set_)).runtime.alerts
         maps = [m.strip() for m in compare_maps.split(",") if m.strip()] if compare_maps else None
-        evaluate(data, out, run, bundle, baselines, clips, maps)
+        evaluate(data, out, run, bundle, baselines, clips, maps, alerts)
         typer.echo(f"report written to {out}/report.md")

@@ -14,6 +14,7 @@ from edge_ad.evaluation.methods import FrameScoreRule, MapMethod
 from edge_ad.evaluation.report import EvalResults, Evaluator, format_table, write_report
 
 WARM_UP_FRAMES = 200
+MIN_NORMAL_FRAMES = 50  # fewer cannot place a baseline's alert threshold
 
 
 def model_methods(
@@ -61,6 +62,18 @@ def baseline_methods(cfg: dict, warm_up: np.ndarray | None, normal: np.ndarray |
     return methods
 
 
+def _baseline_normal(train: list) -> np.ndarray | None:
+    """Normal frames the baselines are calibrated on, never the ones MOG2 warmed up on (it would have
+    learnt them): the clip before the warm-up clip, else the warm-up clip's frames after the warm-up."""
+    if len(train) > 1:
+        return train[-2].load_frames()
+    rest = train[-1].load_frames()[WARM_UP_FRAMES:] if train else np.zeros(0)
+    if len(rest) < MIN_NORMAL_FRAMES:
+        print("warning: too little normal footage to calibrate the baselines; the alert table shows ours only")
+        return None
+    return rest
+
+
 def evaluate(
     data_root: str | Path,
     out: str | Path,
@@ -69,21 +82,24 @@ def evaluate(
     baselines: bool = True,
     max_clips: int | None = None,
     compare: list[str] | None = None,
+    alerts: AlertConfig | None = None,
 ) -> EvalResults:
+    """``alerts``: the alert rule the alert table replays, as `edge-ad run` gets it (its --config and --set;
+    the defaults otherwise); a site threshold in it replaces our calibrated one, as it does live."""
     ds = open_ucsd(data_root)
     if not ds.test:
         raise UserError(f"{data_root} has no test clips: expected Test/TestNNN folders")
     if compare and run is None:
         raise UserError("--compare-maps needs --run (a bundle holds only its final map)")
     methods, cfg = model_methods(run, bundle, compare)
-    alerts = AlertConfig(**cfg.get("runtime", {}).get("alerts", {}))  # the rule `edge-ad run` would use
-    for m in methods:  # and its threshold: a site-tuned one in the config wins over calibration, as live
-        if alerts.threshold is not None and getattr(m, "alert_threshold", None) is not None:
-            m.alert_threshold = alerts.threshold
+    alerts = alerts or AlertConfig()
+    if alerts.threshold is not None and not compare:  # compared maps are scored on their own scale
+        for m in methods:
+            if getattr(m, "alert_threshold", None) is not None:
+                m.alert_threshold = alerts.threshold
     if baselines:
         warm = ds.train[-1].load_frames()[:WARM_UP_FRAMES] if ds.train else None
-        # the baselines' normal scores come from another clip than MOG2's warm-up, when there is one
-        normal = ds.train[-2].load_frames() if len(ds.train) > 1 else warm
+        normal = _baseline_normal(ds.train)
         methods += baseline_methods(cfg, warm, normal)
     ev = Evaluator(methods, eval_size=tuple(cfg["data"]["size"]), alerts=alerts, fps=cfg["scoring"]["assumed_fps"])
     clips = ds.test[:max_clips] if max_clips else ds.test

@@ -33,9 +33,17 @@ def apply_calibration(scorer: AnomalyScorer, calib: dict, run: RunDir) -> None:
 
     if calib["maps"] != scorer.names:
         raise ValueError(f"calibration is for maps {calib['maps']}, the scorer has {scorer.names}; calibrate again")
+    areas = scorer.cfg_areas
+    if calib.get("topk_areas", areas[:1]) != areas:
+        raise UserError(
+            f"{run.root} was calibrated for the frame-score areas {calib.get('topk_areas', areas[:1])}, its config "
+            f"now has {areas}; run `edge-ad calibrate --run {run.root}` again"
+        )
     try:
         norm = load_file(str(run.normalisation))
         for name in scorer.CALIBRATED:
+            if name not in norm and name.startswith("area_") and len(areas) == 1:
+                continue  # calibrated before areas existed: one area needs no statistics
             getattr(scorer, name).copy_(norm[name])
     except (OSError, SafetensorError, KeyError, RuntimeError) as e:
         raise UserError(

@@ -86,7 +86,8 @@ class AnomalyScorer(nn.Module):
         self.fusion, self.map_dilation = s.fusion, s.map_dilation
         self.frame_mode = s.frame_score
         h, w = self.size
-        self.topks = [max(1, round(f * h * w)) for f in s.topk_areas()]
+        self.cfg_areas = s.topk_areas()
+        self.topks = [max(1, round(f * h * w)) for f in self.cfg_areas]
         self.register_buffer("window", gaussian_1d(s.ssim_window, s.ssim_sigma))
         radius = math.ceil(3 * s.smoothing_sigma) if s.smoothing_sigma > 0 else 0
         smooth = gaussian_1d(2 * radius + 1, s.smoothing_sigma) if radius else torch.ones(1)
