@@ -48,6 +48,7 @@ def test_a_summary_adds_the_clips_up() -> None:
     s = summarise_alerts(scores, labels, 1.0, RULE, fps=2.0)
     assert (s.anomalies, s.alerted, s.median_delay, s.max_delay, s.early, s.false) == (1, 1, 2.0, 2, 0, 1)
     assert s.normal_minutes == (4 + 8) / 2.0 / 60.0
+    assert s.false_per_hour == 1 / (12 / 2.0 / 3600.0)  # one false alert in 6 s of normal footage
     assert [c.alerts for c in s.clips] == [[(4, 7)], [(2, 4)]]
 
 

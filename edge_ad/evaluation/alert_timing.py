@@ -43,8 +43,13 @@ class AlertSummary:
     normal_minutes: float
     clips: list[ClipAlerts]
 
+    @property
+    def false_per_hour(self) -> float | None:
+        """Alerts started on normal frames (false and early) per hour of normal footage: the budget's unit."""
+        return (self.false + self.early) / (self.normal_minutes / 60.0) if self.normal_minutes > 0 else None
+
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {**asdict(self), "false_per_hour": self.false_per_hour}
 
 
 def alert_spans(scores: np.ndarray, threshold: float, cfg: AlertConfig, fps: float) -> list[tuple[int, int]]:

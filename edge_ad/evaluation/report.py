@@ -410,6 +410,7 @@ ALERT_COLUMNS = (
     "early",
     "false",
     "normal min",
+    "false+early /h",
 )
 
 
@@ -428,6 +429,7 @@ def alert_rows(results: EvalResults) -> list[list[str]]:
                 str(a.early),
                 str(a.false),
                 f"{a.normal_minutes:.1f}",
+                "-" if a.false_per_hour is None else f"{a.false_per_hour:.0f}",
             ]
         )
     return rows
@@ -493,7 +495,9 @@ def _markdown(results: EvalResults, figures: list[str]) -> str:
             "from calibration on normal validation clips, a baseline's set the same way on a normal training "
             "clip). An anomaly (a run of anomalous frames) is alerted when an alert is on during it; its delay "
             "counts frames from its first frame. An alert that starts on a normal frame is early when it lasts "
-            "into an anomaly, false otherwise; normal min is the normal footage they were raised on.",
+            "into an anomaly, false otherwise; normal min is the normal footage they were raised on, and false+early "
+            "/h the rate they make (compare it with the false-alarm budget; a few minutes of footage give a rough "
+            "rate).",
             "",
             *_md_table(list(ALERT_COLUMNS), alert_rows(results)),
             "",
