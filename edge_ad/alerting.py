@@ -83,6 +83,13 @@ class AlertTracker:
         )
 
 
+def normal_spread(scores: np.ndarray) -> tuple[float, float]:
+    """(median, 99th percentile - median) of frame scores on normal frames: a score's scale in false-alarm
+    terms, used to put maps and top-k areas of different kinds on one footing before a max."""
+    mid, hi = np.quantile(scores, [0.5, 0.99])
+    return float(mid), float(max(hi - mid, 1e-6))
+
+
 def frame_threshold(scores: np.ndarray, per_hour: float, fps: float) -> dict[str, Any]:
     """The frame-score level that normal footage exceeds at most ``per_hour`` times an hour."""
     n = len(scores)

@@ -82,3 +82,17 @@ def test_a_site_threshold_replaces_ours_as_it_does_live(tiny_run: Path, tiny_sce
     assert "edge-ad:nll" not in results.alerts  # a map alone has no alert threshold
     compared = evaluate(tiny_scene, tmp_path / "c", run=tiny_run, baselines=False, compare=["nll"], alerts=site)
     assert compared.alerts["edge-ad"].threshold != 3.0 * calibrated
+
+
+def test_too_little_normal_footage_leaves_the_baselines_out_of_the_alert_table(
+    tiny_bundle: Path, tmp_path: Path, capsys
+) -> None:
+    """One short training clip: MOG2 warms up on all of it, nothing is left to calibrate the baselines on."""
+    from edge_ad.data.synth import make_scene
+
+    scene = tmp_path / "scene"
+    make_scene(scene, n_train=1, n_test=2, frames=48, seed=5, size=(96, 128))
+    results = evaluate(scene, tmp_path / "r", bundle=tiny_bundle)
+    assert "too little normal footage to calibrate the baselines" in capsys.readouterr().out
+    assert set(results.alerts) == {"edge-ad (bundle)"}
+    assert {"frame-diff-k1", "mog2"} <= set(results.summaries())  # still scored, only not alerted

@@ -70,3 +70,14 @@ def test_compare_maps_scores_each_map(tiny_run: Path, tiny_scene: Path, tmp_path
 def test_compare_maps_rejects_unknown_map(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="unknown map"):
         evaluate(tiny_scene, tmp_path / "r", run=tiny_run, baselines=False, compare=["bogus"])
+
+
+def test_several_areas_without_normal_footage_for_the_baselines_is_a_user_error() -> None:
+    from edge_ad.config import load_config
+    from edge_ad.evaluation.evaluate import baseline_methods
+
+    tiny = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+    cfg = load_config(tiny, ["scoring.extra_topk_fractions=[0.005]"]).to_dict()
+    with pytest.raises(UserError, match="several areas needs normal training clips"):
+        baseline_methods(cfg, None, None)
+    assert len(baseline_methods(load_config(tiny).to_dict(), None, None)) >= 2  # one area needs no fit

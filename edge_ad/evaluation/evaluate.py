@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_ad.config import AlertConfig
+from edge_ad.config import AlertConfig, ScoringConfig
 from edge_ad.data.ucsd import open_ucsd
 from edge_ad.errors import UserError
 from edge_ad.evaluation.baselines import MOG2, FrameDifference, PixelBaseline
@@ -40,11 +40,11 @@ def baseline_methods(cfg: dict, warm_up: np.ndarray | None, normal: np.ndarray |
     ``warm_up``; each is calibrated on ``normal`` (other normal frames) as the model is on its validation
     clips: the frame score's areas standardised, the alert threshold set from the same false-alarm budget."""
     size = tuple(cfg["data"]["size"])
-    scoring = cfg["scoring"]
-    areas = tuple(dict.fromkeys([scoring["topk_fraction"], *scoring.get("extra_topk_fractions", [])]))
+    scoring = ScoringConfig.model_validate(cfg["scoring"])
+    areas = tuple(scoring.topk_areas())
 
     def rule() -> FrameScoreRule:
-        return FrameScoreRule(scoring["frame_score"], areas)
+        return FrameScoreRule(scoring.frame_score, areas)
 
     offsets = cfg["data"]["temporal_offsets"] or [1]
     methods: list[PixelBaseline] = [FrameDifference(k=1, size=size, rule=rule())]
@@ -56,8 +56,8 @@ def baseline_methods(cfg: dict, warm_up: np.ndarray | None, normal: np.ndarray |
     methods.append(mog)
     if normal is not None and len(normal):
         for m in methods:
-            m.calibrate(normal, scoring["false_alarms_per_hour"], scoring["assumed_fps"])
-    elif len(areas) > 1 and scoring["frame_score"] == "topk":
+            m.calibrate(normal, scoring.false_alarms_per_hour, scoring.assumed_fps)
+    elif methods[0].rule.needs_fit:
         raise UserError("a frame score over several areas needs normal training clips for the baselines")
     return methods
 

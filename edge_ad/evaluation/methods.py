@@ -12,6 +12,8 @@ from typing import Literal, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from edge_ad.alerting import normal_spread
+
 
 @runtime_checkable
 class MapMethod(Protocol):
@@ -82,9 +84,8 @@ class FrameScoreRule:
         return np.stack([frame_score_from_map(maps, "topk", a) for a in self.areas])
 
     def fit(self, normal_maps: np.ndarray) -> None:
-        scores = self.area_scores(normal_maps).reshape(len(self.areas), -1)
-        mid, hi = np.quantile(scores, [0.5, 0.99], axis=1)
-        self.center, self.scale = mid.astype(np.float32), np.maximum(hi - mid, 1e-6).astype(np.float32)
+        spreads = [normal_spread(s) for s in self.area_scores(normal_maps).reshape(len(self.areas), -1)]
+        self.center, self.scale = (np.array(v, np.float32) for v in zip(*spreads, strict=True))
 
     def __call__(self, maps: np.ndarray) -> np.ndarray:
         if self.mode == "max":

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edge_ad.alerting import frame_threshold
+from edge_ad.alerting import frame_threshold, normal_spread
 from edge_ad.config import Config
 from edge_ad.data.ucsd import open_ucsd
 from edge_ad.errors import UserError
@@ -78,12 +78,6 @@ def map_statistics(
     return float(med), float(max(hi - med, 1e-6))
 
 
-def _spread(scores: np.ndarray) -> tuple[float, float]:
-    """(median, 99th percentile - median) of frame scores on normal frames: a scale in false-alarm terms."""
-    mid, hi = np.quantile(scores, [0.5, 0.99])
-    return float(mid), float(max(hi - mid, 1e-6))
-
-
 def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: int = 0) -> dict[str, Any]:
     scorer = pipeline.scorer
     rng = np.random.default_rng(seed)
@@ -106,14 +100,14 @@ def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: i
             continue
         with torch.no_grad():
             scores = torch.cat([scorer.reference_score(scorer.single(r, name)) for r in raw]).numpy()
-        scorer.score_center[i], scorer.score_scale[i] = _spread(scores)
+        scorer.score_center[i], scorer.score_scale[i] = normal_spread(scores)
     scorer.area_center.zero_()
     scorer.area_scale.fill_(1.0)
     if len(scorer.topks) > 1 and scorer.frame_mode == "topk":
         with torch.no_grad():
             areas = torch.cat([scorer.area_scores(scorer.combine(r)) for r in raw], dim=1).numpy()
         for a, scores in enumerate(areas):
-            scorer.area_center[a], scorer.area_scale[a] = _spread(scores)
+            scorer.area_center[a], scorer.area_scale[a] = normal_spread(scores)
     scores = torch.cat([s for _, s in _batched(val_x, pipeline)]).numpy()
     alert = frame_threshold(scores, cfg.scoring.false_alarms_per_hour, cfg.scoring.assumed_fps)
     return {
