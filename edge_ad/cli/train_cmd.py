@@ -41,12 +41,18 @@ def register(app: typer.Typer) -> None:
     def calibrate(
         run: Path = typer.Option(..., "--run", help="Training run directory."),
         data: Path = typer.Option(None, "--data", help="Its data root (default: the one it was trained on)."),
+        normal: list[Path] = typer.Option(
+            [],
+            "--normal",
+            help="More normal footage of the camera the model never trained on: a video file, a folder of "
+            "frames, or a folder of either (repeatable). Longer footage sets a threshold closer to the budget.",
+        ),
     ) -> None:
-        """Set map normalisation and the alert threshold on the run's normal validation clips."""
-        _calibrate(run, data)
+        """Set map normalisation and the alert threshold on the run's normal validation clips (and --normal)."""
+        _calibrate(run, data, normal)
 
 
-def _calibrate(run: Path, data: Path | None) -> None:
+def _calibrate(run: Path, data: Path | None, normal: list[Path] | None = None) -> None:
     from edge_ad.errors import UserError
     from edge_ad.scoring.calibrate import calibrate_run
     from edge_ad.training.rundir import RunDir
@@ -56,6 +62,8 @@ def _calibrate(run: Path, data: Path | None) -> None:
         data = Path(rd.read_json("split")["data_root"]) if rd.split.is_file() else None
         if data is None:
             raise UserError(f"pass --data: {run} does not say which data it was trained on")
-    calib = calibrate_run(run, data)
-    note = "" if calib["budget_resolved"] else " (extrapolated: too little validation footage for the budget)"
-    typer.echo(f"calibrated on {calib['val_frames']} validation frames: alert threshold {calib['threshold']:.4g}{note}")
+    calib = calibrate_run(run, data, normal)
+    note = "" if calib["budget_resolved"] else " (extrapolated: too little normal footage for the budget)"
+    extra = sum(f["used"] for f in calib["normal_footage"])
+    where = f"{calib['val_frames'] - extra} validation frames" + (f" and {extra} of normal footage" if extra else "")
+    typer.echo(f"calibrated on {where}: alert threshold {calib['threshold']:.4g}{note}")

@@ -1,4 +1,5 @@
-"""Calibration on held-out NORMAL validation clips only (never on test labels).
+"""Calibration on held-out NORMAL footage only (never on test labels): the run's validation clips, plus any
+normal footage of the camera recorded since (``edge-ad calibrate --normal``) that the model never trained on.
 
 Three steps, each needing the previous one: the restoration threshold (an NLL quantile of normal codes),
 the per-map normalisation (median and a high quantile of each raw map, or per-pixel statistics, then the
@@ -17,7 +18,9 @@ import torch
 
 from edge_ad.alerting import frame_threshold, normal_spread
 from edge_ad.config import Config
-from edge_ad.data.ucsd import open_ucsd
+from edge_ad.data.footage import footage_clips
+from edge_ad.data.preprocess import ChannelBuilder, to_model_frame
+from edge_ad.data.ucsd import UCSDDataset, open_ucsd
 from edge_ad.errors import UserError
 from edge_ad.models.prior import code_nll
 from edge_ad.models.ssim import gaussian_1d, separable_blur
@@ -26,6 +29,9 @@ from edge_ad.training.frames import clip_tensor, stack
 from edge_ad.training.rundir import RunDir
 
 PIXEL_SAMPLE = 2_000_000
+# Frames of extra normal footage kept for calibration (20 minutes at 10 frames/s): the per-pixel statistics hold
+# every frame's maps in memory. Longer footage is sampled evenly, each kept frame with its true motion channel.
+MAX_FOOTAGE_FRAMES = 12_000
 
 
 def validation_frames(run: RunDir, cfg: Config, data_root: str | Path) -> np.ndarray:
@@ -139,13 +145,57 @@ def save_normalisation(run: RunDir, scorer: AnomalyScorer) -> None:
     save_file({n: getattr(scorer, n).contiguous() for n in scorer.CALIBRATED}, str(run.normalisation))
 
 
-def calibrate_run(run_dir: str | Path, data_root: str | Path) -> dict[str, Any]:
+def _training_folders(run: RunDir, ds: UCSDDataset) -> set[Path]:
+    names = set(run.read_json("split").get("train", [])) if run.split.is_file() else {c.name for c in ds.train}
+    return {c.frame_paths[0].parent.resolve() for c in ds.train if c.name in names and c.frame_paths}
+
+
+def footage_frames(
+    paths: list[Path], cfg: Config, run: RunDir, data_root: str | Path, budget: int = MAX_FOOTAGE_FRAMES
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Model-ready frames of extra normal footage, and what was read from each clip. The footage must be the
+    run's camera (its frame size) and must not be what the model trained on: thresholds set on frames the
+    model learnt would be optimistic."""
+    ds = open_ucsd(data_root)
+    camera = ds.train[0].read_frame(0).shape[:2] if ds.train else None
+    trained = _training_folders(run, ds)
+    clips = [c for p in paths for c in footage_clips(p)]
+    for c in clips:
+        if c.path.resolve() in trained:
+            raise UserError(f"{c.path} is a clip the model trained on; calibrate on normal footage it never saw")
+    stride = max(1, math.ceil(sum(c.length for c in clips) / budget))
+    kept: list[np.ndarray] = []
+    read: list[dict[str, Any]] = []
+    for c in clips:
+        builder, n, before = ChannelBuilder(cfg.data.temporal_offsets), 0, len(kept)
+        for n, frame in enumerate(c.frames(), start=1):
+            if camera is not None and frame.shape[:2] != camera:
+                raise UserError(
+                    f"{c.path} has {frame.shape[1]}x{frame.shape[0]} frames but the run's camera gives "
+                    f"{camera[1]}x{camera[0]}; calibrate on footage of the camera the model was trained for"
+                )
+            channels = builder.push(to_model_frame(frame, cfg.data.size, cfg.data.grayscale))
+            if (n - 1) % stride == 0:
+                kept.append(channels.astype(np.float16))
+        if n == 0:
+            raise UserError(f"no frame of {c.path} could be read; check the file, or leave it out")
+        read.append({"path": str(c.path), "frames": n, "used": len(kept) - before})
+    return np.stack(kept), read
+
+
+def calibrate_run(run_dir: str | Path, data_root: str | Path, normal: list[Path] | None = None) -> dict[str, Any]:
+    """``normal``: extra normal footage of the camera (video files, frame folders, folders of either)."""
     from edge_ad.scoring.load import load_pipeline
 
     run = RunDir(Path(run_dir))
     cfg, pipeline, _ = load_pipeline(run.root, calibrated=False)
     val_x = validation_frames(run, cfg, data_root)
+    footage: list[dict[str, Any]] = []
+    if normal:
+        extra, footage = footage_frames(list(normal), cfg, run, data_root)
+        val_x = np.concatenate([val_x, extra])
     calib = calibrate(pipeline, cfg, val_x, cfg.training.seed)
+    calib["normal_footage"] = footage
     save_normalisation(run, pipeline.scorer)
     run.write_json("calibration", calib)
     return calib
