@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import yaml
 
-from edge_ad.cli.main import main
 from edge_ad.config import load_config
 from edge_ad.data.footage import footage_clips
 from edge_ad.data.synth import make_scene
 from edge_ad.data.ucsd import open_ucsd
 from edge_ad.errors import UserError
-from edge_ad.scoring.calibrate import calibrate_run, footage_frames
+from edge_ad.scoring.calibrate import calibrate_run, sample_footage, usable_footage
 from edge_ad.training.rundir import RunDir
 
 
@@ -41,30 +45,47 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     video = _write_video(root / "evening.avi", clips[6].load_frames())
     folder = root / "morning"
     shutil.copytree(clips[7].frame_paths[0].parent, folder)
-    day = root / "day"
+    day = root / "day"  # a day of recordings: a video, a frame folder, and what is not footage
     day.mkdir()
     shutil.copy(video, day / "evening.avi")
     shutil.copytree(folder, day / "morning")
-    wrong = _write_video(root / "other_camera.avi", clips[6].load_frames()[:10], size=(64, 64))
+    shutil.copytree(folder, day / "morning_gt")
+    (day / "._evening.avi").write_bytes(b"\x00resource fork\x00")
+    mixed = root / "mixed"
+    shutil.copytree(folder, mixed)
+    shutil.copy(video, mixed / "evening.avi")
     broken = root / "broken.mp4"
     broken.write_bytes(b"\x00not a video\x00" * 100)
-    return {"video": video, "folder": folder, "day": day, "wrong": wrong, "broken": broken}
+    return {
+        "video": video,
+        "folder": folder,
+        "day": day,
+        "mixed": mixed,
+        "image": folder / sorted(os.listdir(folder))[0],
+        "wrong": _write_video(root / "other_camera.avi", clips[6].load_frames()[:10], size=(64, 64)),
+        "broken": broken,
+    }
 
 
 def test_a_path_holds_a_video_a_frame_folder_or_a_folder_of_either(footage: dict[str, Path], tmp_path: Path) -> None:
     (video,) = footage_clips(footage["video"])
-    assert video.kind == "video" and video.length == 48
-    assert len(list(video.frames())) == 48
+    assert (video.kind, video.length, video.width, video.height) == ("video", 48, 128, 96)
     (folder,) = footage_clips(footage["folder"])
-    assert folder.kind == "frames" and folder.length == 48
-    day = footage_clips(footage["day"])
-    assert [c.kind for c in day] == ["video", "frames"]
-    with pytest.raises(UserError, match="does not exist"):
-        footage_clips(tmp_path / "nowhere")
-    with pytest.raises(UserError, match="holds no frames"):
-        footage_clips(tmp_path)
-    with pytest.raises(UserError, match="cannot open"):
-        footage_clips(footage["broken"])
+    assert (folder.kind, folder.length, folder.width, folder.height) == ("frames", 48, 128, 96)
+    # mask folders and hidden files are not footage
+    assert [(c.kind, c.path.name) for c in footage_clips(footage["day"])] == [
+        ("video", "evening.avi"),
+        ("frames", "morning"),
+    ]
+    for path, message in [
+        (tmp_path / "nowhere", "does not exist"),
+        (tmp_path, "holds no footage"),
+        (footage["broken"], "cannot open"),
+        (footage["mixed"], "mixes frames with clip folders or videos"),
+        (footage["image"], "is one image; give the folder"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            footage_clips(path)
 
 
 def test_footage_joins_the_validation_clips_and_is_recorded(
@@ -72,66 +93,96 @@ def test_footage_joins_the_validation_clips_and_is_recorded(
 ) -> None:
     run = edited_run(lambda cfg: None)
     alone = calibrate_run(run, tiny_scene)
-    calib = calibrate_run(run, tiny_scene, [footage["day"]])
+    calib = calibrate_run(run, tiny_scene, [footage["day"], footage["day"] / "evening.avi"])  # read once
     assert calib["val_frames"] == alone["val_frames"] + 96
-    assert [(Path(f["path"]).name, f["frames"], f["used"]) for f in calib["normal_footage"]] == [
-        ("evening.avi", 48, 48),
-        ("morning", 48, 48),
+    assert calib["val_minutes"] > alone["val_minutes"]
+    assert [(Path(f["path"]).name, f["frames"], f["sampled"], f["skipped"]) for f in calib["normal_footage"]] == [
+        ("evening.avi", 48, 48, 0),
+        ("morning", 48, 48, 0),
     ]
     assert json.loads((run / "calibration.json").read_text())["normal_footage"] == calib["normal_footage"]
-    # More normal frames move the statistics the threshold is set from.
-    assert calib["val_score_median"] != alone["val_score_median"]
 
 
-def test_long_footage_is_sampled_evenly_with_its_true_motion(tiny_run: Path, tiny_scene: Path, footage) -> None:
+def test_the_threshold_sees_all_the_footage_when_the_statistics_see_a_sample(
+    edited_run, tiny_scene: Path, footage: dict[str, Path]
+) -> None:
+    """A budget that only the whole footage resolves: resolved, though the statistics took 20 of 96 frames."""
+    run = edited_run(lambda cfg: None)
+    val = calibrate_run(run, tiny_scene)["val_frames"]
+    fps = 10.0
+    per_hour = fps * 3600 / (val + 90)  # one exceedance allowed from val + 90 frames on
+    edit = yaml.safe_load((run / "config.yaml").read_text())
+    edit["scoring"].update(false_alarms_per_hour=per_hour, assumed_fps=fps)
+    (run / "config.yaml").write_text(yaml.safe_dump(edit))
+    calib = calibrate_run(run, tiny_scene, [footage["day"]], budget=10)
+    assert calib["val_frames"] == val + 96
+    assert calib["stats_frames"] == val + sum(f["sampled"] for f in calib["normal_footage"]) <= val + 20
+    assert calib["budget_resolved"]
+
+
+def test_footage_is_sampled_evenly_with_its_true_motion_even_when_its_length_is_wrong(
+    tiny_run: Path, tiny_scene: Path, footage
+) -> None:
     cfg = load_config(tiny_run / "config.yaml")
-    every, _ = footage_frames([footage["folder"]], cfg, RunDir(tiny_run), tiny_scene)
-    sampled, read = footage_frames([footage["folder"]], cfg, RunDir(tiny_run), tiny_scene, budget=12)
-    assert read == [{"path": str(footage["folder"]), "frames": 48, "used": 12}]
+    clips = usable_footage([footage["folder"]], RunDir(tiny_run), open_ucsd(tiny_scene), 10.0)
+    every, _ = sample_footage(clips, cfg)
+    sampled, read = sample_footage(clips, cfg, budget=12)
+    assert [(r["frames"], r["sampled"]) for r in read] == [(48, 12)]
     # every 4th frame, each with its difference to the frame before it (not to the previous kept frame)
     np.testing.assert_array_equal(sampled, every[::4])
+    # A container that says it holds one frame: the stride doubles as frames keep coming.
+    lying = [dataclasses.replace(clips[0], length=1)]
+    sampled, read = sample_footage(lying, cfg, budget=5)
+    assert len(sampled) <= 10 and read[0]["sampled"] == len(sampled)
+    stride = 48 // len(sampled) if 48 % len(sampled) == 0 else 48 // len(sampled) + 1
+    np.testing.assert_array_equal(sampled, every[::stride])
 
 
-def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out + err
-
-
-def test_cli_calibrates_on_footage_and_says_how_much(edited_run, tiny_scene: Path, footage, capsys) -> None:
-    run = edited_run(lambda cfg: None)
-    code, text = _cli(
-        ["calibrate", "--run", str(run), "--data", str(tiny_scene), "--normal", str(footage["video"])], capsys
+def _calibrate_cli(run: Path, scene: Path, normal: Path) -> subprocess.CompletedProcess[str]:
+    args = ["calibrate", "--run", str(run), "--data", str(scene), "--normal", str(normal)]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return subprocess.run(
+        [sys.executable, "-m", "edge_ad.cli.main", *args], capture_output=True, text=True, timeout=300, env=env
     )
-    assert code == 0, text
-    assert "and 48 of normal footage: alert threshold" in text
+
+
+def test_cli_calibrates_on_footage_and_says_how_much(edited_run, tiny_scene: Path, footage) -> None:
+    run = edited_run(lambda cfg: None)
+    done = _calibrate_cli(run, tiny_scene, footage["video"])
+    assert done.returncode == 0, done.stderr
+    assert "and 48 of normal footage: alert threshold" in done.stdout
 
 
 @pytest.mark.parametrize(
     ("which", "message"),
     [
         ("trained", "is a clip the model trained on"),
+        ("validation", "is one of the run's validation clips"),
+        ("test", "is a test clip"),
         ("wrong", "has 64x64 frames but the run's camera gives 128x96"),
         ("broken", "cannot open"),
+        ("empty", "no frame of"),
         ("missing", "does not exist"),
     ],
 )
 def test_bad_footage_is_one_line_and_leaves_the_calibration_alone(
-    which: str, message: str, edited_run, tiny_scene: Path, footage, capsys, tmp_path: Path
+    which: str, message: str, edited_run, tiny_scene: Path, footage, tmp_path: Path
 ) -> None:
     run = edited_run(lambda cfg: None)
-    before = (run / "calibration.json").read_text()
-    trained = RunDir(run).read_json("split")["train"][0]
+    files = ("calibration.json", "normalisation.safetensors")
+    before = [(run / f).read_bytes() for f in files]
+    split = RunDir(run).read_json("split")
+    empty = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (128, 96)).release()
     path = {
-        "trained": tiny_scene / "Train" / trained,
+        "trained": tiny_scene / "Train" / split["train"][0],
+        "validation": tiny_scene / "Train" / split["val"][0],
+        "test": tiny_scene / "Test",
+        "empty": empty,
         "missing": tmp_path / "nowhere.mp4",
     }.get(which) or footage[which]
-    code, text = _cli(["calibrate", "--run", str(run), "--data", str(tiny_scene), "--normal", str(path)], capsys)
-    assert code == 2
-    assert message in text and "Traceback" not in text
-    assert len(text.strip().splitlines()) == 1
-    assert (run / "calibration.json").read_text() == before
+    done = _calibrate_cli(run, tiny_scene, path)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr  # one line: no FFmpeg or OpenCV chatter, no traceback
+    assert [(run / f).read_bytes() for f in files] == before

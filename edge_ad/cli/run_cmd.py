@@ -95,7 +95,9 @@ def _setup_logging() -> None:
     import os
     import sys
 
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    from edge_ad.data.video import quiet_ffmpeg
+
+    quiet_ffmpeg()
     if "OPENCV_LOG_LEVEL" not in os.environ:
         import cv2
 

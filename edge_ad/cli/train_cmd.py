@@ -53,9 +53,12 @@ def register(app: typer.Typer) -> None:
 
 
 def _calibrate(run: Path, data: Path | None, normal: list[Path] | None = None) -> None:
+    from edge_ad.data.video import quiet_ffmpeg
     from edge_ad.errors import UserError
     from edge_ad.scoring.calibrate import calibrate_run
     from edge_ad.training.rundir import RunDir
+
+    quiet_ffmpeg()
 
     if data is None:
         rd = RunDir(run)
@@ -64,6 +67,9 @@ def _calibrate(run: Path, data: Path | None, normal: list[Path] | None = None) -
             raise UserError(f"pass --data: {run} does not say which data it was trained on")
     calib = calibrate_run(run, data, normal)
     note = "" if calib["budget_resolved"] else " (extrapolated: too little normal footage for the budget)"
-    extra = sum(f["used"] for f in calib["normal_footage"])
-    where = f"{calib['val_frames'] - extra} validation frames" + (f" and {extra} of normal footage" if extra else "")
+    extra = sum(f["frames"] for f in calib["normal_footage"])
+    sampled = sum(f["sampled"] for f in calib["normal_footage"])
+    where = f"{calib['val_frames'] - extra} validation frames"
+    if extra:
+        where += f" and {extra} of normal footage" + (f" (statistics on {sampled} of them)" if sampled < extra else "")
     typer.echo(f"calibrated on {where}: alert threshold {calib['threshold']:.4g}{note}")

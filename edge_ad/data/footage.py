@@ -2,62 +2,71 @@
 
 A run holds out a few normal clips for calibration, which is seldom enough to see a false-alarm budget of one
 an hour, or the crowd levels a camera sees over a day. An operator records more normal footage after training
-and points ``edge-ad calibrate --normal`` at it; this module says what such a path holds and streams its
-frames, so an hour-long video never has to sit in memory at full resolution.
+and points ``edge-ad calibrate --normal`` at it; this module says what such a path holds and opens its clips
+as streams, so an hour-long video never has to sit in memory at full resolution.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
-from edge_ad.data.ucsd import list_images, natural_key
-from edge_ad.data.video import iter_folder, iter_video, video_info
+from edge_ad.data.ucsd import IMAGE_EXTENSIONS, clip_dirs, is_visible, list_images, natural_key, read_image
+from edge_ad.data.video import FolderFrames, VideoFrames, iter_folder, iter_video, video_info
 from edge_ad.errors import UserError
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".ts", ".mpg", ".mpeg"})
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".ts", ".mpg", ".mpeg", ".h264", ".h265", ".flv", ".wmv"}
+)
 
 
 @dataclass(frozen=True)
 class FootageClip:
-    path: Path
-    kind: Literal["video", "frames"]
-    length: int  # frames; a video container's count may be an estimate
+    """One recording: where it is, and what it says of itself before a frame is decoded."""
 
-    def frames(self) -> Iterator[np.ndarray]:
-        """The clip's frames in order; unreadable frames are skipped, as everywhere footage is read."""
-        if self.kind == "frames":
-            yield from (p.image for p in iter_folder(self.path))
-            return
-        with iter_video(self.path) as video:
-            yield from (p.image for p in video)
+    path: Path  # resolved: compared with the run's own clip folders
+    kind: Literal["video", "frames"]
+    length: int  # frames; a video container's count may be an estimate, or 0
+    fps: float  # 0 when unknown (a folder of frames)
+    width: int
+    height: int
+
+    def open(self) -> VideoFrames | FolderFrames:
+        """Its frames as a stream; ``skipped`` counts the damaged ones afterwards."""
+        return iter_video(self.path) if self.kind == "video" else iter_folder(self.path)
 
 
 def _video(path: Path) -> FootageClip:
-    return FootageClip(path, "video", video_info(path).frame_count)
+    info = video_info(path)
+    return FootageClip(path.resolve(), "video", info.frame_count, info.fps, info.width, info.height)
+
+
+def _frames(folder: Path, images: list[Path]) -> FootageClip:
+    first = read_image(images[0])
+    return FootageClip(folder.resolve(), "frames", len(images), 0.0, first.shape[1], first.shape[0])
 
 
 def footage_clips(path: str | Path) -> list[FootageClip]:
     """The clips a path holds: itself (a video file or a folder of frames), or each video file and frame
-    folder directly inside it (a UCSD ``Train/`` folder, a day of recordings)."""
+    folder directly inside it (a UCSD ``Train/`` folder, a day of recordings; hidden entries and ``*_gt``
+    mask folders are not footage)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise UserError(f"normal footage {p} does not exist; give a video file or a folder of frames")
     if p.is_file():
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            raise UserError(f"{p} is one image; give the folder of frames it belongs to")
         return [_video(p)]
     images = list_images(p)
+    videos = [c for c in p.iterdir() if c.is_file() and is_visible(c) and c.suffix.lower() in VIDEO_EXTENSIONS]
+    folders = [(d, found) for d in clip_dirs(p) if (found := list_images(d))]
+    if images and (videos or folders):
+        raise UserError(f"{p} mixes frames with clip folders or videos; give the frames or the clips, not both")
     if images:
-        return [FootageClip(p, "frames", len(images))]
-    clips = []
-    for child in sorted(p.iterdir(), key=lambda c: natural_key(c.name)):
-        if child.is_file() and child.suffix.lower() in VIDEO_EXTENSIONS:
-            clips.append(_video(child))
-        elif child.is_dir() and (n := len(list_images(child))):
-            clips.append(FootageClip(child, "frames", n))
+        return [_frames(p, images)]
+    clips = [_video(v) for v in videos] + [_frames(d, found) for d, found in folders]
     if not clips:
-        raise UserError(f"{p} holds no frames, frame folders or video files; give normal footage of the camera")
-    return clips
+        kinds = " ".join(sorted(VIDEO_EXTENSIONS | IMAGE_EXTENSIONS))
+        raise UserError(f"{p} holds no footage: no frames, frame folders or video files ({kinds})")
+    return sorted(clips, key=lambda c: natural_key(c.path.name))

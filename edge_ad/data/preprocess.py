@@ -8,7 +8,7 @@ k steps back; ``ChannelBuilder`` keeps the few past frames a stream needs.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -67,6 +67,15 @@ class ChannelBuilder:
             past = self._history[max(n - 1 - k, 0)]
             parts.append(encode_difference(frame, past))
         return np.concatenate(parts, axis=0)
+
+
+def model_channels(
+    frames: Iterable[np.ndarray], size: tuple[int, int], grayscale: bool, offsets: Sequence[int]
+) -> Iterator[np.ndarray]:
+    """Camera frames -> the model's input, one frame at a time: a long recording never sits in memory whole."""
+    builder = ChannelBuilder(offsets)
+    for frame in frames:
+        yield builder.push(to_model_frame(frame, size, grayscale))
 
 
 def clip_channels(frames: Iterable[np.ndarray], offsets: Sequence[int]) -> np.ndarray:

@@ -30,12 +30,12 @@ def natural_key(name: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name))
 
 
-def _visible(p: Path) -> bool:
+def is_visible(p: Path) -> bool:
     return not p.name.startswith(".")  # also drops macOS ._* resource forks
 
 
 def list_images(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir() if _visible(p) and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    files = [p for p in folder.iterdir() if is_visible(p) and p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
@@ -58,7 +58,7 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 
 
 @contextmanager
-def _quiet_decoders() -> Iterator[None]:
+def quiet_decoders() -> Iterator[None]:
     """A corrupt file becomes one UserError line; OpenCV's and tifffile's own complaints would bury it."""
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -79,7 +79,7 @@ def read_image(path: Path) -> np.ndarray:
         raise UserError(f"cannot read image {path}: {e.strerror or e}") from None
     img = None
     if data.size:
-        with _quiet_decoders():
+        with quiet_decoders():
             img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
             if img is None and path.suffix.lower() in {".tif", ".tiff"}:
                 img = _read_tiff_fallback(path)
@@ -180,10 +180,10 @@ def _find_child(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _clip_dirs(split_dir: Path | None) -> list[Path]:
+def clip_dirs(split_dir: Path | None) -> list[Path]:
     if split_dir is None:
         return []
-    dirs = [p for p in split_dir.iterdir() if p.is_dir() and _visible(p) and not p.name.lower().endswith("_gt")]
+    dirs = [p for p in split_dir.iterdir() if p.is_dir() and is_visible(p) and not p.name.lower().endswith("_gt")]
     return sorted(dirs, key=lambda p: natural_key(p.name))
 
 
@@ -192,7 +192,7 @@ def find_gt_file(root: Path, test_dir: Path | None) -> Path | None:
     candidates: list[Path] = []
     for folder in (root, test_dir):
         if folder is not None:
-            candidates += sorted((p for p in folder.glob("*.m") if _visible(p) and p.is_file()), key=lambda p: p.name)
+            candidates += sorted((p for p in folder.glob("*.m") if is_visible(p) and p.is_file()), key=lambda p: p.name)
     if not candidates:
         return None
     preferred = [p for p in candidates if p.name.lower().startswith("ucsd")]
@@ -237,7 +237,7 @@ def _attach_labels(test: list[Clip], gt: list[FrameRanges | None] | None, gt_fil
 
 def _layout_error(root: Path) -> UserError:
     """Point at a nested dataset (``UCSD_Anomaly_Dataset.v1p2/UCSDped1``) when the user gave its parent."""
-    nested = [p for p in sorted(root.iterdir(), key=lambda p: natural_key(p.name)) if p.is_dir() and _visible(p)]
+    nested = [p for p in sorted(root.iterdir(), key=lambda p: natural_key(p.name)) if p.is_dir() and is_visible(p)]
     nested = [p for p in nested if _find_child(p, "Train") or _find_child(p, "Test")]
     hint = f"; did you mean {nested[0]}?" if nested else ""
     return UserError(f"{root} is not a UCSD-layout dataset: {LAYOUT_HINT}{hint}")
@@ -251,7 +251,7 @@ def open_ucsd(root: str | Path, require_test_labels: bool = False) -> UCSDDatase
     if not root.is_dir():
         raise UserError(f"{root} is a file, not a dataset folder; {LAYOUT_HINT}")
     train_dir, test_dir = _find_child(root, "Train"), _find_child(root, "Test")
-    train_dirs, test_dirs = _clip_dirs(train_dir), _clip_dirs(test_dir)
+    train_dirs, test_dirs = clip_dirs(train_dir), clip_dirs(test_dir)
     if not train_dirs and not test_dirs:
         raise _layout_error(root)
     train = [_read_clip(d, "train") for d in train_dirs]

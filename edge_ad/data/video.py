@@ -7,13 +7,14 @@ counted instead; callers report ``skipped`` so the damage is visible rather than
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from edge_ad.data.ucsd import list_images, read_image
+from edge_ad.data.ucsd import list_images, quiet_decoders, read_image
 from edge_ad.errors import UserError
 
 DEFAULT_FPS = 25.0  # used when a file or folder does not say
@@ -41,13 +42,20 @@ class VideoInfo:
         return self.frame_count / self.fps if self.fps > 0 else 0.0
 
 
+def quiet_ffmpeg() -> None:
+    """FFmpeg's own lines about a damaged file off: our one-line message says what is wrong and what to do.
+    Takes effect for captures opened afterwards; a user's OPENCV_FFMPEG_LOGLEVEL (16: errors) brings them back."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
 def _open(path: str | Path) -> tuple[Path, cv2.VideoCapture]:
     p = Path(path).expanduser()
     if not p.exists():
         raise UserError(f"video file {p} does not exist")
     if p.is_dir():
         raise UserError(f"{p} is a folder; give a video file (or read the folder as frames)")
-    cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+    with quiet_decoders():  # OpenCV's own warning on a file it cannot open would precede our one line
+        cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
     if not cap.isOpened() or cap.get(cv2.CAP_PROP_FRAME_WIDTH) <= 0:
         cap.release()
         raise UserError(f"cannot open {p} as a video: not a video file or an unsupported codec")

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_ad.data.preprocess import clip_channels, to_model_frame
+from edge_ad.data.preprocess import model_channels
 
 BATCH = 32
 
 
 def _channels(frames: np.ndarray, size: tuple[int, int], grayscale: bool, offsets: list[int]) -> np.ndarray:
-    pre = [to_model_frame(f, size, grayscale) for f in frames]
-    return clip_channels(pre, offsets).astype(np.float32)
+    return np.stack(list(model_channels(frames, size, grayscale, offsets))).astype(np.float32)
 
 
 class RunMaps:

@@ -9,7 +9,9 @@ at the stream's frame rate.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,9 @@ import torch
 
 from edge_ad.alerting import frame_threshold, normal_spread
 from edge_ad.config import Config
-from edge_ad.data.footage import footage_clips
-from edge_ad.data.preprocess import ChannelBuilder, to_model_frame
-from edge_ad.data.ucsd import UCSDDataset, open_ucsd
+from edge_ad.data.footage import FootageClip, footage_clips
+from edge_ad.data.preprocess import model_channels
+from edge_ad.data.ucsd import UCSDDataset, open_ucsd, quiet_decoders
 from edge_ad.errors import UserError
 from edge_ad.models.prior import code_nll
 from edge_ad.models.ssim import gaussian_1d, separable_blur
@@ -84,7 +86,19 @@ def map_statistics(
     return float(med), float(max(hi - med, 1e-6))
 
 
-def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: int = 0) -> dict[str, Any]:
+def _chunks(x: np.ndarray, batch: int = 32) -> Iterator[np.ndarray]:
+    return (x[i : i + batch] for i in range(0, len(x), batch))
+
+
+def calibrate(
+    pipeline: AnomalyPipeline,
+    cfg: Config,
+    val_x: np.ndarray,
+    seed: int = 0,
+    threshold_frames: Iterable[np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Statistics on ``val_x``; the alert threshold on the frame scores of ``threshold_frames`` (batches),
+    ``val_x`` itself by default: footage too long to hold is sampled for the one, streamed for the other."""
     scorer = pipeline.scorer
     rng = np.random.default_rng(seed)
     if pipeline.prior is not None:  # kept in every bundle, so restoration can be switched on later
@@ -114,7 +128,9 @@ def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: i
             areas = torch.cat([scorer.area_scores(scorer.combine(r)) for r in raw], dim=1).numpy()
         for a, scores in enumerate(areas):
             scorer.area_center[a], scorer.area_scale[a] = normal_spread(scores)
-    scores = torch.cat([s for _, s in _batched(val_x, pipeline)]).numpy()
+    with torch.no_grad():
+        batches = _chunks(val_x) if threshold_frames is None else threshold_frames
+        scores = torch.cat([pipeline(torch.from_numpy(b).float())[1] for b in batches]).numpy()
     alert = frame_threshold(scores, cfg.scoring.false_alarms_per_hour, cfg.scoring.assumed_fps)
     return {
         "maps": scorer.names,
@@ -135,7 +151,8 @@ def calibrate(pipeline: AnomalyPipeline, cfg: Config, val_x: np.ndarray, seed: i
         "map_scale": 2.0 * max(alert["threshold"], 1e-6),
         "false_alarms_per_hour": cfg.scoring.false_alarms_per_hour,
         "assumed_fps": cfg.scoring.assumed_fps,
-        "val_frames": int(len(val_x)),
+        "val_frames": int(len(scores)),  # the frames the threshold was set on
+        "stats_frames": int(len(val_x)),
     }
 
 
@@ -145,57 +162,105 @@ def save_normalisation(run: RunDir, scorer: AnomalyScorer) -> None:
     save_file({n: getattr(scorer, n).contiguous() for n in scorer.CALIBRATED}, str(run.normalisation))
 
 
-def _training_folders(run: RunDir, ds: UCSDDataset) -> set[Path]:
-    names = set(run.read_json("split").get("train", [])) if run.split.is_file() else {c.name for c in ds.train}
-    return {c.frame_paths[0].parent.resolve() for c in ds.train if c.name in names and c.frame_paths}
+def _clip_folders(ds: UCSDDataset, names: set[str] | None = None, test: bool = False) -> set[Path]:
+    clips = ds.test if test else [c for c in ds.train if names is None or c.name in names]
+    return {c.frame_paths[0].parent.resolve() for c in clips if c.frame_paths}
 
 
-def footage_frames(
-    paths: list[Path], cfg: Config, run: RunDir, data_root: str | Path, budget: int = MAX_FOOTAGE_FRAMES
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Model-ready frames of extra normal footage, and what was read from each clip. The footage must be the
-    run's camera (its frame size) and must not be what the model trained on: thresholds set on frames the
-    model learnt would be optimistic."""
-    ds = open_ucsd(data_root)
-    camera = ds.train[0].read_frame(0).shape[:2] if ds.train else None
-    trained = _training_folders(run, ds)
-    clips = [c for p in paths for c in footage_clips(p)]
-    for c in clips:
-        if c.path.resolve() in trained:
+def usable_footage(paths: list[Path], run: RunDir, ds: UCSDDataset, fps: float) -> list[FootageClip]:
+    """Every clip the paths hold, once each. Refused: the clips the model trained on (thresholds set on
+    learnt frames would be optimistic; a run without a split trained on every Train clip), its validation
+    clips (already in), the data's test clips (anomalies, and the eval's ground truth), another frame size."""
+    split = run.read_json("split") if run.split.is_file() else {}
+    trained = _clip_folders(ds, set(split["train"]) if "train" in split else None)
+    held_out = _clip_folders(ds, set(split.get("val", [])))
+    tested = _clip_folders(ds, test=True)
+    camera = ds.frame_shape[:2] if ds.train else None
+    clips: dict[Path, FootageClip] = {}
+    for c in (c for p in paths for c in footage_clips(p)):
+        if c.path in trained:
             raise UserError(f"{c.path} is a clip the model trained on; calibrate on normal footage it never saw")
+        if c.path in held_out:
+            raise UserError(f"{c.path} is one of the run's validation clips, calibrated on already; leave it out")
+        if c.path in tested:
+            raise UserError(f"{c.path} is a test clip (anomalies, and eval's ground truth); give normal footage")
+        if camera is not None and (c.height, c.width) != camera:
+            raise UserError(
+                f"{c.path} has {c.width}x{c.height} frames but the run's camera gives {camera[1]}x{camera[0]}; "
+                "calibrate on footage of the camera the model was trained for"
+            )
+        if c.fps and abs(c.fps - fps) > 0.1 * fps:
+            print(f"warning: {c.path} runs at {c.fps:g} frames/s, the model expects {fps:g}: its motion differs")
+        clips.setdefault(c.path, c)
+    return list(clips.values())
+
+
+def _stream(clip: FootageClip, cfg: Config, record: dict[str, Any]) -> Iterator[np.ndarray]:
+    """A clip's model inputs, streamed; counts what was read and skipped into ``record``."""
+    d = cfg.data
+    frames = clip.open()
+    with quiet_decoders():
+        for ch in model_channels((p.image for p in frames), d.size, d.grayscale, d.temporal_offsets):
+            record["frames"] += 1
+            yield ch
+    record["skipped"] = frames.skipped
+    if record["frames"] == 0:
+        raise UserError(f"no frame of {clip.path} could be read; check the file, or leave it out")
+
+
+def sample_footage(
+    clips: list[FootageClip], cfg: Config, budget: int = MAX_FOOTAGE_FRAMES
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Every stride-th frame of the footage, for the per-pixel statistics, and what was read of each clip.
+    The stride comes from the clips' own lengths, and doubles (every other kept frame dropped) whenever more
+    than twice ``budget`` frames are kept: a container's frame count can be wrong or missing."""
     stride = max(1, math.ceil(sum(c.length for c in clips) / budget))
-    kept: list[np.ndarray] = []
-    read: list[dict[str, Any]] = []
-    for c in clips:
-        builder, n, before = ChannelBuilder(cfg.data.temporal_offsets), 0, len(kept)
-        for n, frame in enumerate(c.frames(), start=1):
-            if camera is not None and frame.shape[:2] != camera:
-                raise UserError(
-                    f"{c.path} has {frame.shape[1]}x{frame.shape[0]} frames but the run's camera gives "
-                    f"{camera[1]}x{camera[0]}; calibrate on footage of the camera the model was trained for"
-                )
-            channels = builder.push(to_model_frame(frame, cfg.data.size, cfg.data.grayscale))
-            if (n - 1) % stride == 0:
-                kept.append(channels.astype(np.float16))
-        if n == 0:
-            raise UserError(f"no frame of {c.path} could be read; check the file, or leave it out")
-        read.append({"path": str(c.path), "frames": n, "used": len(kept) - before})
-    return np.stack(kept), read
+    kept: list[tuple[int, np.ndarray]] = []
+    records: list[dict[str, Any]] = []
+    index = 0
+    for i, clip in enumerate(clips):
+        records.append({"path": str(clip.path), "fps": clip.fps, "frames": 0, "skipped": 0})
+        for ch in _stream(clip, cfg, records[-1]):
+            if index % stride == 0:
+                kept.append((i, ch.astype(np.float16)))
+                if len(kept) > 2 * budget:
+                    kept, stride = kept[::2], 2 * stride
+            index += 1
+    for i, r in enumerate(records):
+        r["sampled"] = sum(1 for j, _ in kept if j == i)
+    return np.stack([ch for _, ch in kept]), records
 
 
-def calibrate_run(run_dir: str | Path, data_root: str | Path, normal: list[Path] | None = None) -> dict[str, Any]:
-    """``normal``: extra normal footage of the camera (video files, frame folders, folders of either)."""
+def footage_batches(clips: list[FootageClip], cfg: Config, batch: int = 32) -> Iterator[np.ndarray]:
+    """All of the footage, in batches: the alert threshold is set on every frame, not on the sample."""
+    for clip in clips:
+        record = {"frames": 0}
+        channels = _stream(clip, cfg, record)
+        while chunk := list(itertools.islice(channels, batch)):
+            yield np.stack(chunk)
+
+
+def calibrate_run(
+    run_dir: str | Path, data_root: str | Path, normal: list[Path] | None = None, budget: int = MAX_FOOTAGE_FRAMES
+) -> dict[str, Any]:
+    """``normal``: more normal footage of the camera (video files, frame folders, folders of either). Its
+    sample joins the validation clips for the map statistics; all of it joins them for the alert threshold."""
     from edge_ad.scoring.load import load_pipeline
 
     run = RunDir(Path(run_dir))
     cfg, pipeline, _ = load_pipeline(run.root, calibrated=False)
     val_x = validation_frames(run, cfg, data_root)
-    footage: list[dict[str, Any]] = []
-    if normal:
-        extra, footage = footage_frames(list(normal), cfg, run, data_root)
-        val_x = np.concatenate([val_x, extra])
-    calib = calibrate(pipeline, cfg, val_x, cfg.training.seed)
-    calib["normal_footage"] = footage
+    if not normal:
+        calib = calibrate(pipeline, cfg, val_x, cfg.training.seed)
+        calib["normal_footage"] = []
+    else:
+        clips = usable_footage(list(normal), run, open_ucsd(data_root), cfg.scoring.assumed_fps)
+        sample, records = sample_footage(clips, cfg, budget)
+        stats_x = np.concatenate([val_x, sample])
+        del sample
+        scored = itertools.chain(_chunks(val_x), footage_batches(clips, cfg))
+        calib = calibrate(pipeline, cfg, stats_x, cfg.training.seed, scored)
+        calib["normal_footage"] = records
     save_normalisation(run, pipeline.scorer)
     run.write_json("calibration", calib)
     return calib

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_ad.config import Config
-from edge_ad.data.preprocess import clip_channels, to_model_frame
+from edge_ad.data.preprocess import model_channels
 from edge_ad.data.ucsd import Clip
 from edge_ad.errors import UserError
 
@@ -23,9 +23,9 @@ class ClipTensor:
 
 
 def clip_tensor(clip: Clip, cfg: Config) -> ClipTensor:
-    raw = clip.load_frames()
-    pre = [to_model_frame(f, cfg.data.size, cfg.data.grayscale) for f in raw]
-    return ClipTensor(clip.name, clip_channels(pre, cfg.data.temporal_offsets).astype(np.float16))
+    d = cfg.data
+    channels = model_channels(clip.load_frames(), d.size, d.grayscale, d.temporal_offsets)
+    return ClipTensor(clip.name, np.stack([c.astype(np.float16) for c in channels]))
 
 
 def check_frame_sizes(clips: list[Clip]) -> None:
