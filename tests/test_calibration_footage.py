@@ -186,3 +186,12 @@ def test_bad_footage_is_one_line_and_leaves_the_calibration_alone(
     assert message in done.stderr
     assert done.stderr.strip().count("\n") == 0, done.stderr  # one line: no FFmpeg or OpenCV chatter, no traceback
     assert [(run / f).read_bytes() for f in files] == before
+
+
+def test_footage_at_another_frame_rate_is_warned_about(tiny_run: Path, tiny_scene: Path, footage, capsys) -> None:
+    """The motion channel is the difference to the previous frame: at another rate, motion looks otherwise."""
+    ds, run = open_ucsd(tiny_scene), RunDir(tiny_run)
+    usable_footage([footage["video"]], run, ds, 10.0)
+    assert "warning" not in capsys.readouterr().out
+    usable_footage([footage["video"]], run, ds, 25.0)
+    assert "runs at 10 frames/s, the model expects 25: its motion differs" in capsys.readouterr().out
