@@ -23,7 +23,7 @@ import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_ad.config import AlertConfig, RuntimeConfig, StreamConfig
-from edge_ad.data.preprocess import clip_channels, to_model_frame
+from edge_ad.data.preprocess import model_channels
 from edge_ad.export.bundle import load_bundle
 from edge_ad.runtime.alerts import read_journal
 from edge_ad.runtime.backends.onnxruntime import OnnxRuntimeBackend
@@ -127,8 +127,7 @@ def test_frames_folder_replay(tiny_bundle: Path, tiny_scene: Path, tmp_path: Pat
     # The maps are the model's on exactly the frames the file holds, with temporal channels built in capture
     # order over the decodable frames (the torn one is not part of any frame's past).
     images = [cv2.imread(str(files[i]), cv2.IMREAD_UNCHANGED) for i in indices]
-    tensors = clip_channels([to_model_frame(im, bundle.input_size, bundle.grayscale) for im in images],
-                            bundle.temporal_offsets)  # fmt: skip
+    tensors = np.stack(list(model_channels(images, bundle.input_size, bundle.grayscale, bundle.temporal_offsets)))
     expected = OnnxRuntimeBackend(bundle).infer(tensors)
     got = np.stack([decode_map(header, payload) for header, payload in maps]).astype(int)
     assert np.abs(got - encode_map(expected.maps, "uint8", bundle.map_scale).astype(int)).max() <= 1

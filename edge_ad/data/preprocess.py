@@ -78,12 +78,6 @@ def model_channels(
         yield builder.push(to_model_frame(frame, size, grayscale))
 
 
-def clip_channels(frames: Iterable[np.ndarray], offsets: Sequence[int]) -> np.ndarray:
-    """All of a clip's preprocessed frames -> [T, C_total, H, W], exactly as a stream would see them."""
-    builder = ChannelBuilder(offsets)
-    return np.stack([builder.push(f) for f in frames])
-
-
 def channel_names(offsets: Sequence[int], grayscale: bool = True) -> list[str]:
     colours = ["gray"] if grayscale else ["b", "g", "r"]
     names = list(colours)

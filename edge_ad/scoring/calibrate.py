@@ -22,7 +22,7 @@ from edge_ad.alerting import frame_threshold, normal_spread
 from edge_ad.config import Config
 from edge_ad.data.footage import FootageClip, footage_clips
 from edge_ad.data.preprocess import model_channels
-from edge_ad.data.ucsd import UCSDDataset, open_ucsd, quiet_decoders
+from edge_ad.data.ucsd import Clip, UCSDDataset, open_ucsd, quiet_decoders
 from edge_ad.errors import UserError
 from edge_ad.models.prior import code_nll
 from edge_ad.models.ssim import gaussian_1d, separable_blur
@@ -50,9 +50,13 @@ def validation_frames(run: RunDir, cfg: Config, data_root: str | Path) -> np.nda
     return stack([clip_tensor(by_name[n], cfg) for n in names])
 
 
+def _chunks(x: np.ndarray, batch: int = 32) -> Iterator[np.ndarray]:
+    return (x[i : i + batch] for i in range(0, len(x), batch))
+
+
 @torch.no_grad()
 def _batched(x: np.ndarray, fn, batch: int = 32) -> list[Any]:
-    return [fn(torch.from_numpy(x[i : i + batch]).float()) for i in range(0, len(x), batch)]
+    return [fn(torch.from_numpy(b).float()) for b in _chunks(x, batch)]
 
 
 def _pixel_sample(maps: list[torch.Tensor], rng: np.random.Generator) -> np.ndarray:
@@ -84,10 +88,6 @@ def map_statistics(
         return mean.float(), (std + 0.5 * stack.std()).clamp_min(1e-6).float()
     med, hi = np.quantile(_pixel_sample(maps, rng), [0.5, 0.999])
     return float(med), float(max(hi - med, 1e-6))
-
-
-def _chunks(x: np.ndarray, batch: int = 32) -> Iterator[np.ndarray]:
-    return (x[i : i + batch] for i in range(0, len(x), batch))
 
 
 def calibrate(
@@ -128,9 +128,11 @@ def calibrate(
             areas = torch.cat([scorer.area_scores(scorer.combine(r)) for r in raw], dim=1).numpy()
         for a, scores in enumerate(areas):
             scorer.area_center[a], scorer.area_scale[a] = normal_spread(scores)
-    with torch.no_grad():
-        batches = _chunks(val_x) if threshold_frames is None else threshold_frames
-        scores = torch.cat([pipeline(torch.from_numpy(b).float())[1] for b in batches]).numpy()
+    if threshold_frames is None:
+        scores = torch.cat([s for _, s in _batched(val_x, pipeline)]).numpy()
+    else:
+        with torch.no_grad():
+            scores = torch.cat([pipeline(torch.from_numpy(b).float())[1] for b in threshold_frames]).numpy()
     alert = frame_threshold(scores, cfg.scoring.false_alarms_per_hour, cfg.scoring.assumed_fps)
     return {
         "maps": scorer.names,
@@ -162,8 +164,7 @@ def save_normalisation(run: RunDir, scorer: AnomalyScorer) -> None:
     save_file({n: getattr(scorer, n).contiguous() for n in scorer.CALIBRATED}, str(run.normalisation))
 
 
-def _clip_folders(ds: UCSDDataset, names: set[str] | None = None, test: bool = False) -> set[Path]:
-    clips = ds.test if test else [c for c in ds.train if names is None or c.name in names]
+def _folders(clips: list[Clip]) -> set[Path]:
     return {c.frame_paths[0].parent.resolve() for c in clips if c.frame_paths}
 
 
@@ -172,9 +173,9 @@ def usable_footage(paths: list[Path], run: RunDir, ds: UCSDDataset, fps: float) 
     learnt frames would be optimistic; a run without a split trained on every Train clip), its validation
     clips (already in), the data's test clips (anomalies, and the eval's ground truth), another frame size."""
     split = run.read_json("split") if run.split.is_file() else {}
-    trained = _clip_folders(ds, set(split["train"]) if "train" in split else None)
-    held_out = _clip_folders(ds, set(split.get("val", [])))
-    tested = _clip_folders(ds, test=True)
+    trained = _folders([c for c in ds.train if "train" not in split or c.name in split["train"]])
+    held_out = _folders([c for c in ds.train if c.name in split.get("val", [])])
+    tested = _folders(ds.test)
     camera = ds.frame_shape[:2] if ds.train else None
     clips: dict[Path, FootageClip] = {}
     for c in (c for p in paths for c in footage_clips(p)):
@@ -256,9 +257,10 @@ def calibrate_run(
     else:
         clips = usable_footage(list(normal), run, open_ucsd(data_root), cfg.scoring.assumed_fps)
         sample, records = sample_footage(clips, cfg, budget)
+        whole = len(sample) == sum(r["frames"] for r in records)  # nothing sampled away: no second reading
         stats_x = np.concatenate([val_x, sample])
         del sample
-        scored = itertools.chain(_chunks(val_x), footage_batches(clips, cfg))
+        scored = None if whole else itertools.chain(_chunks(val_x), footage_batches(clips, cfg))
         calib = calibrate(pipeline, cfg, stats_x, cfg.training.seed, scored)
         calib["normal_footage"] = records
     save_normalisation(run, pipeline.scorer)
