@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ class RunDir:
         """Create the directory and prove it is writable before spending minutes on training."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".write-test"
+            probe = self.root / f".write-test-{os.getpid()}"  # one per process: torchrun's ranks probe at once
             probe.write_text("ok")
             probe.unlink()
         except OSError as e:
