@@ -157,6 +157,9 @@ def test_cli_calibrates_on_footage_and_says_how_much(edited_run, tiny_scene: Pat
     ("which", "message"),
     [
         ("trained", "is a clip the model trained on"),
+        ("trained copy", "is a copy of {train}, a clip the model trained on"),
+        ("validation copy", "is a copy of {val}, one of the run's validation clips"),
+        ("test copy", "is a copy of Test002, a test clip"),
         ("validation", "is one of the run's validation clips"),
         ("test", "is a test clip"),
         ("wrong", "has 64x64 frames but the run's camera gives 128x96"),
@@ -174,16 +177,23 @@ def test_bad_footage_is_one_line_and_leaves_the_calibration_alone(
     split = RunDir(run).read_json("split")
     empty = tmp_path / "empty.avi"
     cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (128, 96)).release()
+    copies = {  # a clip folder copied elsewhere under another name: the same files, another path
+        "trained copy": tiny_scene / "Train" / split["train"][0],
+        "validation copy": tiny_scene / "Train" / split["val"][0],
+        "test copy": tiny_scene / "Test" / "Test002",
+    }
+    if which in copies:
+        shutil.copytree(copies[which], tmp_path / "recordings" / "clip")
     path = {
         "trained": tiny_scene / "Train" / split["train"][0],
         "validation": tiny_scene / "Train" / split["val"][0],
         "test": tiny_scene / "Test",
         "empty": empty,
         "missing": tmp_path / "nowhere.mp4",
-    }.get(which) or footage[which]
+    }.get(which) or (tmp_path / "recordings" if which in copies else footage[which])
     done = _calibrate_cli(run, tiny_scene, path)
     assert done.returncode == 2
-    assert message in done.stderr
+    assert message.format(train=split["train"][0], val=split["val"][0]) in done.stderr
     assert done.stderr.strip().count("\n") == 0, done.stderr  # one line: no FFmpeg or OpenCV chatter, no traceback
     assert [(run / f).read_bytes() for f in files] == before
 

@@ -9,6 +9,7 @@ at the stream's frame rate.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from collections.abc import Iterable, Iterator
@@ -164,27 +165,50 @@ def save_normalisation(run: RunDir, scorer: AnomalyScorer) -> None:
     save_file({n: getattr(scorer, n).contiguous() for n in scorer.CALIBRATED}, str(run.normalisation))
 
 
-def _folders(clips: list[Clip]) -> set[Path]:
-    return {c.frame_paths[0].parent.resolve() for c in clips if c.frame_paths}
+def _first_frame_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# What a known clip is to the run, and why calibrating on it is refused.
+_REFUSED = {
+    "trained": "a clip the model trained on; calibrate on normal footage it never saw",
+    "validation": "one of the run's validation clips, calibrated on already; leave it out",
+    "test": "a test clip (anomalies, and eval's ground truth); give normal footage",
+}
+
+
+def _role(clip: Clip, split: dict[str, list[str]]) -> str | None:
+    """What a Train clip is to the run; None for one added after training (neither learnt nor held out).
+    A run without a split trained on every Train clip."""
+    if clip.name in split.get("val", []):
+        return "validation"
+    return "trained" if "train" not in split or clip.name in split["train"] else None
+
+
+def _known_clips(run: RunDir, ds: UCSDDataset) -> tuple[dict[Path, str], dict[str, tuple[str, str]]]:
+    """The data's clips with their roles, by folder and by their first frame's bytes: a copy of a clip folder
+    elsewhere, the usual way a training clip slips in, holds the same files."""
+    split = run.read_json("split") if run.split.is_file() else {}
+    roles = [(c, _role(c, split)) for c in ds.train] + [(c, "test") for c in ds.test]
+    known = [(c, r) for c, r in roles if r is not None and c.frame_paths]
+    by_folder = {c.frame_paths[0].parent.resolve(): r for c, r in known}
+    by_digest = {_first_frame_digest(c.frame_paths[0]): (r, c.name) for c, r in known}
+    return by_folder, by_digest
 
 
 def usable_footage(paths: list[Path], run: RunDir, ds: UCSDDataset, fps: float) -> list[FootageClip]:
     """Every clip the paths hold, once each. Refused: the clips the model trained on (thresholds set on
-    learnt frames would be optimistic; a run without a split trained on every Train clip), its validation
-    clips (already in), the data's test clips (anomalies, and the eval's ground truth), another frame size."""
-    split = run.read_json("split") if run.split.is_file() else {}
-    trained = _folders([c for c in ds.train if "train" not in split or c.name in split["train"]])
-    held_out = _folders([c for c in ds.train if c.name in split.get("val", [])])
-    tested = _folders(ds.test)
+    learnt frames would be optimistic), its validation clips (already in), the data's test clips (anomalies,
+    and the eval's ground truth), and copies of any of them; footage of another frame size."""
+    by_folder, by_digest = _known_clips(run, ds)
     camera = ds.frame_shape[:2] if ds.train else None
     clips: dict[Path, FootageClip] = {}
     for c in (c for p in paths for c in footage_clips(p)):
-        if c.path in trained:
-            raise UserError(f"{c.path} is a clip the model trained on; calibrate on normal footage it never saw")
-        if c.path in held_out:
-            raise UserError(f"{c.path} is one of the run's validation clips, calibrated on already; leave it out")
-        if c.path in tested:
-            raise UserError(f"{c.path} is a test clip (anomalies, and eval's ground truth); give normal footage")
+        if c.path in by_folder:
+            raise UserError(f"{c.path} is {_REFUSED[by_folder[c.path]]}")
+        copy_of = by_digest.get(_first_frame_digest(c.first_frame)) if c.first_frame else None
+        if copy_of is not None:
+            raise UserError(f"{c.path} is a copy of {copy_of[1]}, {_REFUSED[copy_of[0]]}")
         if camera is not None and (c.height, c.width) != camera:
             raise UserError(
                 f"{c.path} has {c.width}x{c.height} frames but the run's camera gives {camera[1]}x{camera[0]}; "
