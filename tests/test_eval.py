@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from edge_ad.errors import UserError
@@ -62,9 +63,16 @@ def test_eval_masks_of_wrong_size(tiny_bundle: Path, tiny_scene: Path, tmp_path:
         evaluate(data, tmp_path / "r", bundle=tiny_bundle, baselines=False)
 
 
-def test_compare_maps_scores_each_map(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
-    results = evaluate(tiny_scene, tmp_path / "r", run=tiny_run, baselines=False, compare=["residual", "am"])
-    assert {"edge-ad", "edge-ad:residual", "edge-ad:am"} <= set(results.summaries())
+def test_compare_maps_scores_each_map_beside_the_runs_own(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    """The compared maps are rows of their own; the edge-ad row stays the run's final map, score for score."""
+    own = evaluate(tiny_scene, tmp_path / "own", run=tiny_run, baselines=False, max_clips=2)
+    results = evaluate(
+        tiny_scene, tmp_path / "r", run=tiny_run, baselines=False, max_clips=2, compare=["residual", "am"]
+    )
+    assert set(results.summaries()) == {"edge-ad", "edge-ad:residual", "edge-ad:am"}
+    for clip, scores in own.methods["edge-ad"].scores.items():
+        np.testing.assert_array_equal(results.methods["edge-ad"].scores[clip], scores)
+    assert not np.array_equal(results.methods["edge-ad:am"].scores[clip], scores)
 
 
 def test_compare_maps_rejects_unknown_map(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:

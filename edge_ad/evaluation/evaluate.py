@@ -93,7 +93,7 @@ def evaluate(
         raise UserError("--compare-maps needs --run (a bundle holds only its final map)")
     methods, cfg = model_methods(run, bundle, compare)
     alerts = alerts or AlertConfig()
-    if alerts.threshold is not None and not compare:  # compared maps are scored on their own scale
+    if alerts.threshold is not None:  # ours only: a map alone or a baseline has no site threshold
         for m in methods:
             if getattr(m, "alert_threshold", None) is not None:
                 m.alert_threshold = alerts.threshold

@@ -7,10 +7,16 @@ in one pass per clip and shared by the views. A bundle yields the final map exac
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge_ad.data.preprocess import model_channels
+
+if TYPE_CHECKING:
+    import torch
+
+    from edge_ad.scoring.scorer import AnomalyScorer
 
 BATCH = 32
 
@@ -20,60 +26,78 @@ def _channels(frames: np.ndarray, size: tuple[int, int], grayscale: bool, offset
 
 
 class RunMaps:
-    """Runs a training run's pipeline over a clip once and keeps every map for the views below."""
+    """Runs a training run's pipeline over a clip once and keeps every map for the views below: the run's own
+    final map, and each of its maps alone, or each compared map alone (``--compare-maps``)."""
 
     def __init__(self, run_dir: str | Path, compare: list[str] | None = None) -> None:
-        """``compare``: score these maps side by side (each calibrated on the run's validation clips)."""
+        """``compare``: also score these maps alone, each calibrated on the run's validation clips; the final
+        map stays the run's own, calibration and threshold included."""
         import torch
 
         from edge_ad.scoring.load import load_pipeline
 
         self._torch = torch
         self.cfg, self.pipeline, self.calibration = load_pipeline(run_dir)
-        if compare:
-            self._recalibrate(Path(run_dir), compare)
-        self.names = list(self.pipeline.scorer.names)
+        self.compared = self._compared(Path(run_dir), compare) if compare else None
+        own = self.pipeline.scorer
+        self.views = self.compared.names if self.compared is not None else own.names if len(own.names) > 1 else []
         self._frames: np.ndarray | None = None  # held, not its id(): a freed array's id is reused
         self._out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def _recalibrate(self, run_dir: Path, maps: list[str]) -> None:
+    def _compared(self, run_dir: Path, maps: list[str]) -> AnomalyScorer:
+        """A second scorer over the same networks, weighting ``maps``, calibrated like the run's own."""
         from pydantic import ValidationError
 
         from edge_ad.errors import UserError
         from edge_ad.scoring.calibrate import calibrate, validation_frames
-        from edge_ad.scoring.scorer import AnomalyScorer
+        from edge_ad.scoring.scorer import AnomalyPipeline, AnomalyScorer
         from edge_ad.training.rundir import RunDir
 
         run = RunDir(run_dir)
+        cfg = self.cfg.model_copy(deep=True)
         try:
-            self.cfg.scoring.weights = {m: 1.0 for m in maps}
+            cfg.scoring.weights = {m: 1.0 for m in maps}
         except ValidationError as e:
             raise UserError(f"--compare-maps: {e.errors()[0]['msg']}") from None
-        p = self.pipeline
-        p.scorer = AnomalyScorer(p.vqvae, p.prior, self.cfg)
         root = run.read_json("split")["data_root"] if run.split.is_file() else None
         if root is None:
             raise UserError(f"{run_dir} does not say which data it was trained on; cannot calibrate the maps")
-        self.calibration = calibrate(p, self.cfg, validation_frames(run, self.cfg, root), self.cfg.training.seed)
+        p = self.pipeline
+        scorer = AnomalyScorer(p.vqvae, p.prior, cfg)
+        calibrate(AnomalyPipeline(p.vqvae, p.prior, scorer), cfg, validation_frames(run, cfg, root), cfg.training.seed)
+        return scorer
+
+    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Codes, distances and, when a map needs them, the prior's logits: one pass shared by both scorers."""
+        from edge_ad.scoring.scorer import quantize
+
+        p = self.pipeline
+        codes, distance = quantize(p.vqvae, p.vqvae.encoder(x))
+        scorers = [p.scorer] + ([self.compared] if self.compared is not None else [])
+        needs_prior = p.prior is not None and any(s.needs_prior for s in scorers)
+        return codes, distance, p.prior(codes) if needs_prior else None
 
     def compute(self, frames: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if frames is self._frames:
             return self._out
-        torch, d, scorer = self._torch, self.cfg.data, self.pipeline.scorer
+        torch, d, own = self._torch, self.cfg.data, self.pipeline.scorer
+        views = self.compared if self.compared is not None else own
         x = _channels(frames, d.size, d.grayscale, d.temporal_offsets)
         parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         with torch.no_grad():
             for i in range(0, len(x), BATCH):
                 xb = torch.from_numpy(x[i : i + BATCH])
-                raw = self.pipeline.raw_maps(xb)
-                views = {"model": scorer.combine(raw)}
-                if len(self.names) > 1:
-                    views.update({n: scorer.single(raw, n) for n in self.names})
-                for name, m in views.items():
-                    # a map alone is scored at the reference area: the areas were standardised on the fusion
-                    score = scorer.frame_score(m) if name == "model" else scorer.reference_score(m)
-                    pair = (scorer.outline(m)[:, 0].numpy(), score.numpy())
-                    parts.setdefault(name, []).append(pair)
+                encoded = self._encode(xb)
+                fused = own.combine(own.raw_maps(xb, *encoded))
+                pairs = {"model": (own.outline(fused), own.frame_score(fused))}
+                if self.views:
+                    raw = views.raw_maps(xb, *encoded)
+                    for n in self.views:
+                        # a map alone is scored at the reference area: the areas were standardised on the fusion
+                        m = views.single(raw, n)
+                        pairs[n] = (views.outline(m), views.reference_score(m))
+                for name, (m, score) in pairs.items():
+                    parts.setdefault(name, []).append((m[:, 0].numpy(), score.numpy()))
         self._out = {
             k: (np.concatenate([a for a, _ in v]), np.concatenate([b for _, b in v])) for k, v in parts.items()
         }
@@ -81,8 +105,7 @@ class RunMaps:
         return self._out
 
     def methods(self) -> list[RunView]:
-        views = ["model"] + (self.names if len(self.names) > 1 else [])
-        return [RunView(self, v) for v in views]
+        return [RunView(self, v) for v in ["model", *self.views]]
 
 
 class RunView:
