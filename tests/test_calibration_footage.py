@@ -18,7 +18,7 @@ import yaml
 from edge_ad.config import load_config
 from edge_ad.data.footage import footage_clips
 from edge_ad.data.synth import make_scene
-from edge_ad.data.ucsd import open_ucsd
+from edge_ad.data.ucsd import list_images, open_ucsd
 from edge_ad.errors import UserError
 from edge_ad.scoring.calibrate import calibrate_run, sample_footage, usable_footage
 from edge_ad.training.rundir import RunDir
@@ -205,3 +205,20 @@ def test_footage_at_another_frame_rate_is_warned_about(tiny_run: Path, tiny_scen
     assert "warning" not in capsys.readouterr().out
     usable_footage([footage["video"]], run, ds, 25.0)
     assert "runs at 10 frames/s, the model expects 25: its motion differs" in capsys.readouterr().out
+
+
+def test_a_new_clip_that_starts_like_a_trained_one_is_not_a_copy(
+    tiny_run: Path, tiny_scene: Path, footage, tmp_path: Path
+) -> None:
+    """A copy is known by its first and last frame files and its length: one shared frame (a placeholder, a
+    black frame) does not make new footage a copy."""
+    run = RunDir(tiny_run)
+    trained = list_images(tiny_scene / "Train" / run.read_json("split")["train"][0])
+    clip = tmp_path / "clip"
+    shutil.copytree(footage["folder"], clip)
+    shutil.copy(trained[0], list_images(clip)[0])
+    assert [c.path for c in usable_footage([clip], run, open_ucsd(tiny_scene), 10.0)] == [clip.resolve()]
+    assert len(list_images(clip)) == len(trained)
+    shutil.copy(trained[-1], list_images(clip)[-1])  # as long, same first and last files: taken for a copy
+    with pytest.raises(UserError, match="is a copy of"):
+        usable_footage([clip], run, open_ucsd(tiny_scene), 10.0)

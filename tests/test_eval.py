@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from edge_ad.errors import UserError
 from edge_ad.evaluation.evaluate import evaluate
@@ -64,7 +65,10 @@ def test_eval_masks_of_wrong_size(tiny_bundle: Path, tiny_scene: Path, tmp_path:
 
 
 def test_compare_maps_scores_each_map_beside_the_runs_own(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
-    """The compared maps are rows of their own; the edge-ad row stays the run's final map, score for score."""
+    """The compared maps are rows of their own, calibrated; the edge-ad row stays the run's final map, score for
+    score."""
+    from edge_ad.evaluation.model_methods import RunMaps
+
     own = evaluate(tiny_scene, tmp_path / "own", run=tiny_run, baselines=False, max_clips=2)
     results = evaluate(
         tiny_scene, tmp_path / "r", run=tiny_run, baselines=False, max_clips=2, compare=["residual", "am"]
@@ -72,7 +76,53 @@ def test_compare_maps_scores_each_map_beside_the_runs_own(tiny_run: Path, tiny_s
     assert set(results.summaries()) == {"edge-ad", "edge-ad:residual", "edge-ad:am"}
     for clip, scores in own.methods["edge-ad"].scores.items():
         np.testing.assert_array_equal(results.methods["edge-ad"].scores[clip], scores)
-    assert not np.array_equal(results.methods["edge-ad:am"].scores[clip], scores)
+        assert not np.array_equal(results.methods["edge-ad:am"].scores[clip], scores)
+    compared = RunMaps(tiny_run, ["residual", "am"]).alone
+    assert set(compared.names) == {"residual", "am"}
+    assert not torch.equal(compared.center, torch.zeros_like(compared.center))  # calibrated, not identity
+    assert not torch.equal(compared.scale, torch.ones_like(compared.scale))
+
+
+def test_compare_maps_that_need_the_prior_beside_a_map_that_does_not(
+    edited_run, tiny_scene: Path, tmp_path: Path
+) -> None:
+    """The run's own map needs no prior logits; the compared ones do: one shared encoding gives them both."""
+    from edge_ad.scoring.calibrate import calibrate_run
+
+    run = edited_run(lambda cfg: cfg["scoring"].update(weights={"residual": 1.0}))
+    calibrate_run(run, tiny_scene)
+    own = evaluate(tiny_scene, tmp_path / "own", run=run, baselines=False, max_clips=1)
+    results = evaluate(tiny_scene, tmp_path / "r", run=run, baselines=False, max_clips=1, compare=["nll", "restore"])
+    assert set(results.summaries()) == {"edge-ad", "edge-ad:nll", "edge-ad:restore"}
+    for clip, scores in own.methods["edge-ad"].scores.items():
+        np.testing.assert_array_equal(results.methods["edge-ad"].scores[clip], scores)
+        assert np.ptp(results.methods["edge-ad:nll"].scores[clip]) > 0
+
+
+@pytest.fixture(scope="module")
+def frame_only_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run without motion channels and without a prior, trained one epoch: what it cannot score."""
+    from edge_ad.config import load_config
+    from edge_ad.scoring.calibrate import calibrate_run
+    from edge_ad.training.train import train
+
+    out = tmp_path_factory.mktemp("run") / "frame_only"
+    tiny = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+    overrides = ["data.temporal_offsets=[]", "prior.enabled=false", "training.epochs=1", "scoring.weights={ssim: 1}"]
+    train(load_config(tiny, overrides), tiny_scene, out)
+    calibrate_run(out, tiny_scene)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("maps", "message"),
+    [(["nll", "residual"], "--compare-maps: nll need the prior, which"), (["residual@motion"], "need motion channels")],
+)
+def test_compare_maps_the_run_cannot_give_are_a_user_error(
+    maps: list[str], message: str, frame_only_run: Path, tiny_scene: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(UserError, match=message):
+        evaluate(tiny_scene, tmp_path / "r", run=frame_only_run, baselines=False, compare=maps)
 
 
 def test_compare_maps_rejects_unknown_map(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ class FootageClip:
     fps: float  # 0 when unknown (a folder of frames)
     width: int
     height: int
-    first_frame: Path | None = None  # a folder's first frame file: a copy of a known clip has its bytes
+    frames: tuple[Path, ...] = ()  # a folder's frame files, in order (a copy of a known clip has its files)
 
     def open(self) -> VideoFrames | FolderFrames:
         """Its frames as a stream; ``skipped`` counts the damaged ones afterwards."""
@@ -45,7 +45,7 @@ def _video(path: Path) -> FootageClip:
 
 def _frames(folder: Path, images: list[Path]) -> FootageClip:
     first = read_image(images[0])
-    return FootageClip(folder.resolve(), "frames", len(images), 0.0, first.shape[1], first.shape[0], images[0])
+    return FootageClip(folder.resolve(), "frames", len(images), 0.0, first.shape[1], first.shape[0], tuple(images))
 
 
 def footage_clips(path: str | Path) -> list[FootageClip]:

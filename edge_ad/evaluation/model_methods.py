@@ -1,7 +1,8 @@
 """Our model as evaluation methods: from a training run (PyTorch) or from an exported bundle (ONNX Runtime).
 
-A run yields the final map and, for comparison, each of its maps alone (SSIM+AM, NLL, restoration), computed
-in one pass per clip and shared by the views. A bundle yields the final map exactly as the runtime sees it.
+A run yields its final map and, for comparison, each of its maps alone, or each map named by --compare-maps
+alone (a second scorer over the same networks, calibrated on the same validation clips); the networks run once
+per clip for all of them. A bundle yields the final map exactly as the runtime sees it.
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ class RunMaps:
 
         self._torch = torch
         self.cfg, self.pipeline, self.calibration = load_pipeline(run_dir)
-        self.compared = self._compared(Path(run_dir), compare) if compare else None
         own = self.pipeline.scorer
-        self.views = self.compared.names if self.compared is not None else own.names if len(own.names) > 1 else []
+        # the scorer of the maps shown alone, and their names: the compared maps, else the run's own (with several)
+        self.alone = self._compared(Path(run_dir), compare) if compare else own
+        self.views = list(self.alone.names) if compare or len(own.names) > 1 else []
+        scorers = (own, self.alone)
+        self.needs_prior = self.pipeline.prior is not None and any(s.needs_prior for s in scorers)
         self._frames: np.ndarray | None = None  # held, not its id(): a freed array's id is reused
         self._out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -48,54 +52,55 @@ class RunMaps:
         """A second scorer over the same networks, weighting ``maps``, calibrated like the run's own."""
         from pydantic import ValidationError
 
+        from edge_ad.config import Config
         from edge_ad.errors import UserError
         from edge_ad.scoring.calibrate import calibrate, validation_frames
-        from edge_ad.scoring.scorer import AnomalyPipeline, AnomalyScorer
+        from edge_ad.scoring.scorer import PRIOR_MAPS, AnomalyPipeline, AnomalyScorer, base_map
         from edge_ad.training.rundir import RunDir
 
-        run = RunDir(run_dir)
-        cfg = self.cfg.model_copy(deep=True)
-        try:
-            cfg.scoring.weights = {m: 1.0 for m in maps}
+        run, p = RunDir(run_dir), self.pipeline
+        try:  # the whole config again: a map's channels are checked against the data's (residual@motion)
+            scoring = {**self.cfg.scoring.model_dump(mode="json"), "weights": {m: 1.0 for m in maps}}
+            cfg = Config.model_validate({**self.cfg.to_dict(), "scoring": scoring})
         except ValidationError as e:
             raise UserError(f"--compare-maps: {e.errors()[0]['msg']}") from None
-        root = run.read_json("split")["data_root"] if run.split.is_file() else None
+        if p.prior is None and (need := [m for m in maps if base_map(m) in PRIOR_MAPS]):
+            raise UserError(f"--compare-maps: {', '.join(need)} need the prior, which {run_dir} does not have")
+        root = run.read_json("split").get("data_root") if run.split.is_file() else None
         if root is None:
             raise UserError(f"{run_dir} does not say which data it was trained on; cannot calibrate the maps")
-        p = self.pipeline
         scorer = AnomalyScorer(p.vqvae, p.prior, cfg)
         calibrate(AnomalyPipeline(p.vqvae, p.prior, scorer), cfg, validation_frames(run, cfg, root), cfg.training.seed)
         return scorer
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Codes, distances and, when a map needs them, the prior's logits: one pass shared by both scorers."""
+        """Codes, distances and, when a map needs them, the prior's logits: one pass shared by both scorers
+        (each then decodes, and restores, for itself: evaluation can afford it)."""
         from edge_ad.scoring.scorer import quantize
 
         p = self.pipeline
         codes, distance = quantize(p.vqvae, p.vqvae.encoder(x))
-        scorers = [p.scorer] + ([self.compared] if self.compared is not None else [])
-        needs_prior = p.prior is not None and any(s.needs_prior for s in scorers)
-        return codes, distance, p.prior(codes) if needs_prior else None
+        return codes, distance, p.prior(codes) if self.needs_prior else None
 
     def compute(self, frames: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if frames is self._frames:
             return self._out
-        torch, d, own = self._torch, self.cfg.data, self.pipeline.scorer
-        views = self.compared if self.compared is not None else own
+        torch, d, own, alone = self._torch, self.cfg.data, self.pipeline.scorer, self.alone
         x = _channels(frames, d.size, d.grayscale, d.temporal_offsets)
         parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         with torch.no_grad():
             for i in range(0, len(x), BATCH):
                 xb = torch.from_numpy(x[i : i + BATCH])
                 encoded = self._encode(xb)
-                fused = own.combine(own.raw_maps(xb, *encoded))
+                raw = own.raw_maps(xb, *encoded)
+                fused = own.combine(raw)
                 pairs = {"model": (own.outline(fused), own.frame_score(fused))}
                 if self.views:
-                    raw = views.raw_maps(xb, *encoded)
+                    raw = raw if alone is own else alone.raw_maps(xb, *encoded)
                     for n in self.views:
                         # a map alone is scored at the reference area: the areas were standardised on the fusion
-                        m = views.single(raw, n)
-                        pairs[n] = (views.outline(m), views.reference_score(m))
+                        m = alone.single(raw, n)
+                        pairs[n] = (alone.outline(m), alone.reference_score(m))
                 for name, (m, score) in pairs.items():
                     parts.setdefault(name, []).append((m[:, 0].numpy(), score.numpy()))
         self._out = {

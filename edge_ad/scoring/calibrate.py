@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +165,14 @@ def save_normalisation(run: RunDir, scorer: AnomalyScorer) -> None:
     save_file({n: getattr(scorer, n).contiguous() for n in scorer.CALIBRATED}, str(run.normalisation))
 
 
-def _first_frame_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+Fingerprint = tuple[str, str, int]
+
+
+def fingerprint(frames: Sequence[Path]) -> Fingerprint:
+    """A frame folder's identity whatever its path: its first and last frame files' bytes and its length. A
+    copy of a clip folder elsewhere, the usual way a training clip slips into recordings, holds the same files."""
+    first, last = (hashlib.sha256(f.read_bytes()).hexdigest() for f in (frames[0], frames[-1]))
+    return first, last, len(frames)
 
 
 # What a known clip is to the run, and why calibrating on it is refused.
@@ -177,7 +183,7 @@ _REFUSED = {
 }
 
 
-def _role(clip: Clip, split: dict[str, list[str]]) -> str | None:
+def _role(clip: Clip, split: dict[str, Any]) -> str | None:
     """What a Train clip is to the run; None for one added after training (neither learnt nor held out).
     A run without a split trained on every Train clip."""
     if clip.name in split.get("val", []):
@@ -185,29 +191,30 @@ def _role(clip: Clip, split: dict[str, list[str]]) -> str | None:
     return "trained" if "train" not in split or clip.name in split["train"] else None
 
 
-def _known_clips(run: RunDir, ds: UCSDDataset) -> tuple[dict[Path, str], dict[str, tuple[str, str]]]:
-    """The data's clips with their roles, by folder and by their first frame's bytes: a copy of a clip folder
-    elsewhere, the usual way a training clip slips in, holds the same files."""
+def _known_clips(
+    run: RunDir, ds: UCSDDataset, fingerprints: bool
+) -> tuple[dict[Path, str], dict[Fingerprint, tuple[str, str]]]:
+    """The data's clips with their roles, by folder and (when asked: it reads two files a clip) by content."""
     split = run.read_json("split") if run.split.is_file() else {}
     roles = [(c, _role(c, split)) for c in ds.train] + [(c, "test") for c in ds.test]
     known = [(c, r) for c, r in roles if r is not None and c.frame_paths]
     by_folder = {c.frame_paths[0].parent.resolve(): r for c, r in known}
-    by_digest = {_first_frame_digest(c.frame_paths[0]): (r, c.name) for c, r in known}
-    return by_folder, by_digest
+    by_content = {fingerprint(c.frame_paths): (r, c.name) for c, r in known} if fingerprints else {}
+    return by_folder, by_content
 
 
 def usable_footage(paths: list[Path], run: RunDir, ds: UCSDDataset, fps: float) -> list[FootageClip]:
     """Every clip the paths hold, once each. Refused: the clips the model trained on (thresholds set on
     learnt frames would be optimistic), its validation clips (already in), the data's test clips (anomalies,
     and the eval's ground truth), and copies of any of them; footage of another frame size."""
-    by_folder, by_digest = _known_clips(run, ds)
+    found = [c for p in paths for c in footage_clips(p)]
+    by_folder, by_content = _known_clips(run, ds, fingerprints=any(c.frames for c in found))
     camera = ds.frame_shape[:2] if ds.train else None
     clips: dict[Path, FootageClip] = {}
-    for c in (c for p in paths for c in footage_clips(p)):
+    for c in found:
         if c.path in by_folder:
             raise UserError(f"{c.path} is {_REFUSED[by_folder[c.path]]}")
-        copy_of = by_digest.get(_first_frame_digest(c.first_frame)) if c.first_frame else None
-        if copy_of is not None:
+        if c.frames and (copy_of := by_content.get(fingerprint(c.frames))):
             raise UserError(f"{c.path} is a copy of {copy_of[1]}, {_REFUSED[copy_of[0]]}")
         if camera is not None and (c.height, c.width) != camera:
             raise UserError(
