@@ -116,7 +116,10 @@ def frame_only_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.mark.parametrize(
     ("maps", "message"),
-    [(["nll", "residual"], "--compare-maps: nll need the prior, which"), (["residual@motion"], "need motion channels")],
+    [
+        (["nll", "residual"], "--compare-maps: nll needs the prior, which"),
+        (["residual@motion"], "need motion channels"),
+    ],
 )
 def test_compare_maps_the_run_cannot_give_are_a_user_error(
     maps: list[str], message: str, frame_only_run: Path, tiny_scene: Path, tmp_path: Path

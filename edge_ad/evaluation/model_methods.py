@@ -63,9 +63,10 @@ class RunMaps:
             scoring = {**self.cfg.scoring.model_dump(mode="json"), "weights": {m: 1.0 for m in maps}}
             cfg = Config.model_validate({**self.cfg.to_dict(), "scoring": scoring})
         except ValidationError as e:
-            raise UserError(f"--compare-maps: {e.errors()[0]['msg']}") from None
+            raise UserError(f"--compare-maps: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         if p.prior is None and (need := [m for m in maps if base_map(m) in PRIOR_MAPS]):
-            raise UserError(f"--compare-maps: {', '.join(need)} need the prior, which {run_dir} does not have")
+            verb = "needs" if len(need) == 1 else "need"
+            raise UserError(f"--compare-maps: {', '.join(need)} {verb} the prior, which {run_dir} does not have")
         root = run.read_json("split").get("data_root") if run.split.is_file() else None
         if root is None:
             raise UserError(f"{run_dir} does not say which data it was trained on; cannot calibrate the maps")
