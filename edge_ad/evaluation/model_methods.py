@@ -15,8 +15,6 @@ import numpy as np
 from edge_ad.data.preprocess import model_channels
 
 if TYPE_CHECKING:
-    import torch
-
     from edge_ad.scoring.scorer import AnomalyScorer
 
 BATCH = 32
@@ -44,7 +42,7 @@ class RunMaps:
         self.alone = self._compared(Path(run_dir), compare) if compare else own
         self.views = list(self.alone.names) if compare or len(own.names) > 1 else []
         scorers = (own, self.alone)
-        self.needs_prior = self.pipeline.prior is not None and any(s.needs_prior for s in scorers)
+        self.needs_prior = any(s.needs_prior for s in scorers)  # one prior pass serves both
         self._frames: np.ndarray | None = None  # held, not its id(): a freed array's id is reused
         self._out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -74,15 +72,6 @@ class RunMaps:
         calibrate(AnomalyPipeline(p.vqvae, p.prior, scorer), cfg, validation_frames(run, cfg, root), cfg.training.seed)
         return scorer
 
-    def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Codes, distances and, when a map needs them, the prior's logits: one pass shared by both scorers
-        (each then decodes, and restores, for itself: evaluation can afford it)."""
-        from edge_ad.scoring.scorer import quantize
-
-        p = self.pipeline
-        codes, distance = quantize(p.vqvae, p.vqvae.encoder(x))
-        return codes, distance, p.prior(codes) if self.needs_prior else None
-
     def compute(self, frames: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if frames is self._frames:
             return self._out
@@ -92,7 +81,7 @@ class RunMaps:
         with torch.no_grad():
             for i in range(0, len(x), BATCH):
                 xb = torch.from_numpy(x[i : i + BATCH])
-                encoded = self._encode(xb)
+                encoded = self.pipeline.encode(xb, with_logits=self.needs_prior)
                 raw = own.raw_maps(xb, *encoded)
                 fused = own.combine(raw)
                 pairs = {"model": (own.outline(fused), own.frame_score(fused))}

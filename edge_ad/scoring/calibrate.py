@@ -129,11 +129,9 @@ def calibrate(
             areas = torch.cat([scorer.area_scores(scorer.combine(r)) for r in raw], dim=1).numpy()
         for a, scores in enumerate(areas):
             scorer.area_center[a], scorer.area_scale[a] = normal_spread(scores)
-    if threshold_frames is None:
-        scores = torch.cat([s for _, s in _batched(val_x, pipeline)]).numpy()
-    else:
-        with torch.no_grad():
-            scores = torch.cat([pipeline(torch.from_numpy(b).float())[1] for b in threshold_frames]).numpy()
+    with torch.no_grad():
+        batches = _chunks(val_x) if threshold_frames is None else threshold_frames
+        scores = torch.cat([pipeline(torch.from_numpy(b).float())[1] for b in batches]).numpy()
     alert = frame_threshold(scores, cfg.scoring.false_alarms_per_hour, cfg.scoring.assumed_fps)
     return {
         "maps": scorer.names,

@@ -214,10 +214,14 @@ class AnomalyPipeline(nn.Module):
         super().__init__()
         self.vqvae, self.prior, self.scorer = vqvae, prior, scorer
 
-    def encode(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def encode(
+        self, frames: torch.Tensor, with_logits: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``with_logits``: run the prior whatever this scorer needs (evaluation shares one encoding between
+        two scorers); by default the prior runs only when a weighted map needs it, so no dead work on the live path."""
         codes, distance = quantize(self.vqvae, self.vqvae.encoder(frames))
-        # The prior runs only when a weighted map needs it: no dead work on the live path.
-        logits = self.prior(codes) if self.prior is not None and self.scorer.needs_prior else None
+        wanted = self.scorer.needs_prior if with_logits is None else with_logits
+        logits = self.prior(codes) if self.prior is not None and wanted else None
         return codes, distance, logits
 
     def raw_maps(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
