@@ -118,6 +118,10 @@ class ScoringConfig(Section):
     # spread per map (global), or a mean and spread per pixel (pixel), which for a fixed camera discounts
     # the places that are always hard to reconstruct (edges, lamps, a busy doorway).
     normalise: Literal["global", "pixel"] = "global"
+    # The same choice for one map, over ``normalise``: per pixel suits a map that is large where walkers pass
+    # and small elsewhere (a residual); the prior's NLL is large wherever anything moves, walkers included, and
+    # dividing it by its own spread there cancels the very rarity it measures (README, Results).
+    normalise_maps: dict[str, Literal["global", "pixel"]] = Field(default_factory=dict)
     # Per-pixel statistics are blurred with this Gaussian (pixels of the model input): a few hundred validation
     # frames see a walker pass only here and there, and the next one walks a little to the side. 24 rather
     # than 12: on twelve synthetic scenes 12 px left gaps where the validation clips had no walker (README).
@@ -152,6 +156,10 @@ class ScoringConfig(Section):
     false_alarms_per_hour: float = Field(1.0, gt=0.0)
     assumed_fps: float = Field(10.0, gt=0.0)
 
+    def normalisation(self, name: str) -> str:
+        """How map ``name`` is normalised: its own entry in ``normalise_maps``, else ``normalise``."""
+        return self.normalise_maps.get(name, self.normalise)
+
     def topk_areas(self) -> list[float]:
         """Every area of the frame score, the reference ``topk_fraction`` first, each once."""
         return list(dict.fromkeys([self.topk_fraction, *self.extra_topk_fractions]))
@@ -175,6 +183,15 @@ class ScoringConfig(Section):
         if not any(w > 0 for w in v.values()):
             raise ValueError("at least one map needs a positive weight")
         return v
+
+    @model_validator(mode="after")
+    def _normalised_maps_are_weighted(self) -> ScoringConfig:
+        if stray := sorted(set(self.normalise_maps) - set(self.weights)):
+            raise ValueError(
+                f"normalise_maps names {stray}, which scoring.weights does not weight; "
+                f"the weighted maps are {sorted(self.weights)}"
+            )
+        return self
 
 
 class ExportConfig(Section):
@@ -314,7 +331,7 @@ def _describe(err: ValidationError) -> str:
         if e["type"] == "extra_forbidden":
             parts.append(f"unknown key '{key}' (check the spelling; `edge-ad config show` lists the keys)")
         else:
-            parts.append(f"'{key}': {e['msg']}")
+            parts.append(f"'{key}': {e['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 

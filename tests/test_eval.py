@@ -99,6 +99,24 @@ def test_compare_maps_that_need_the_prior_beside_a_map_that_does_not(
         assert np.ptp(results.methods["edge-ad:nll"].scores[clip]) > 0
 
 
+def test_compared_maps_keep_the_runs_normalisation_of_each(edited_run, tiny_scene: Path) -> None:
+    """A map the run normalises globally is compared normalised globally; comparing a map the run does not
+    override is no config error."""
+    from edge_ad.evaluation.model_methods import RunMaps
+    from edge_ad.scoring.calibrate import calibrate_run
+
+    weights = {"residual": 1.0, "nll": 0.5}
+    run = edited_run(
+        lambda cfg: cfg["scoring"].update(normalise="pixel", normalise_maps={"nll": "global"}, weights=weights)
+    )
+    calibrate_run(run, tiny_scene)
+    compared = RunMaps(run, ["nll", "am"]).alone
+    nll, am = compared.names.index("nll"), compared.names.index("am")
+    assert bool((compared.center[nll] == compared.center[nll, 0, 0]).all())  # one value: global
+    assert float(compared.center[am].std()) > 0  # the run's default for the others: per pixel
+    assert RunMaps(run, ["am"]).alone.names == ["am"]
+
+
 @pytest.fixture(scope="module")
 def frame_only_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run without motion channels and without a prior, trained one epoch: what it cannot score."""

@@ -180,6 +180,36 @@ def test_pixel_normalisation_is_saved_with_the_run_and_loaded_back(
         load_pipeline(run)
 
 
+def test_one_map_may_be_normalised_globally_among_per_pixel_maps(edited_run: Callable, tiny_scene: Path) -> None:
+    """normalise_maps overrides normalise for the maps it names: the NLL gets one centre and spread, the
+    residual one per pixel; calibration.json says which map got which."""
+    weights = {"residual@motion": 1.0, "nll": 0.5}
+    run = edited_run(
+        lambda cfg: cfg["scoring"].update(
+            normalise="pixel", normalise_maps={"nll": "global"}, weights=weights, fusion="max"
+        )
+    )
+    calib = calibrate_run(run, tiny_scene)
+    assert calib["normalise_maps"] == {"residual@motion": "pixel", "nll": "global"}
+    _, pipeline, _ = load_pipeline(run)
+    scorer = pipeline.scorer
+    assert scorer.names == ["residual@motion", "nll"]
+    assert float(scorer.center[0].std()) > 0  # per pixel
+    for stat in (scorer.center[1], scorer.scale[1]):  # one value for the whole map
+        assert bool((stat == stat[0, 0]).all())
+    # The global centre is the median of the validation NLL map's pixels, not the per-pixel mean of a moment ago.
+    config = load_config(run / "config.yaml")
+    val = torch.from_numpy(validation_frames(RunDir(run), config, tiny_scene)).float()
+    with torch.no_grad():
+        nll = pipeline.raw_maps(val)["nll"]
+    assert abs(float(scorer.center[1, 0, 0]) - float(nll.median())) < 0.05 * float(nll.std())
+
+
+def test_normalise_maps_must_name_a_weighted_map() -> None:
+    with pytest.raises(UserError, match=r"normalise_maps names \['nl'\], which scoring.weights does not weight"):
+        load_config(TINY, ["scoring.weights={residual: 1, nll: 1}", "scoring.normalise_maps={nl: global}"])
+
+
 def test_several_topk_areas_let_a_small_bright_spot_outrank_a_large_faint_blob() -> None:
     """An area of 2 % sees a 12-pixel spot diluted by the rest of its top-k; a 0.3 % area sees it whole.
     Each area's score is standardised (its spread on normal frames differs) before their max."""

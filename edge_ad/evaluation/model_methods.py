@@ -58,7 +58,10 @@ class RunMaps:
 
         run, p = RunDir(run_dir), self.pipeline
         try:  # the whole config again: a map's channels are checked against the data's (residual@motion)
-            scoring = {**self.cfg.scoring.model_dump(mode="json"), "weights": {m: 1.0 for m in maps}}
+            scoring = self.cfg.scoring.model_dump(mode="json")
+            # each compared map normalised as the run normalises it, when the run weights it
+            own = {m: mode for m, mode in scoring["normalise_maps"].items() if m in maps}
+            scoring = {**scoring, "weights": {m: 1.0 for m in maps}, "normalise_maps": own}
             cfg = Config.model_validate({**self.cfg.to_dict(), "scoring": scoring})
         except ValidationError as e:
             raise UserError(f"--compare-maps: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None

@@ -113,7 +113,8 @@ def calibrate(
         scorer.restore_threshold.fill_(float(np.quantile(nll, cfg.scoring.restore_quantile)))
     raw = _batched(val_x, pipeline.raw_maps)
     for i, name in enumerate(scorer.names):
-        c, s = map_statistics([r[name] for r in raw], cfg.scoring.normalise, rng, cfg.scoring.pixel_stats_sigma)
+        mode = cfg.scoring.normalisation(name)
+        c, s = map_statistics([r[name] for r in raw], mode, rng, cfg.scoring.pixel_stats_sigma)
         scorer.center[i] = c
         scorer.scale[i] = s
         scorer.score_center[i], scorer.score_scale[i] = 0.0, 1.0
@@ -136,6 +137,7 @@ def calibrate(
     return {
         "maps": scorer.names,
         "normalise": cfg.scoring.normalise,
+        "normalise_maps": {name: cfg.scoring.normalisation(name) for name in scorer.names},
         # per map; the mean over pixels when normalised per pixel (the maps themselves are in normalisation.safetensors)
         "center": scorer.center.mean((1, 2)).tolist(),
         "scale": scorer.scale.mean((1, 2)).tolist(),
