@@ -127,17 +127,20 @@ def quantizer_model(codebook: np.ndarray) -> onnx.ModelProto:
 
 def prior_model(rng: np.random.Generator) -> onnx.ModelProto:
     emb = rng.normal(0, 1, (K, D)).astype(np.float32)
+    hidden = rng.normal(0, 0.3, (D, D, 3, 3)).astype(np.float32)
     w = rng.normal(0, 0.3, (K, D, 3, 3)).astype(np.float32)
     nodes = [
         helper.make_node("Gather", ["emb", "codes"], ["e"], axis=0, name="/prior/embed/Gather"),
         helper.make_node("Transpose", ["e"], ["et"], perm=[0, 3, 1, 2], name="/prior/Transpose"),
-        helper.make_node("Conv", ["et", "w"], ["logits"], name="/prior/conv/Conv", pads=[1] * 4),
+        helper.make_node("Conv", ["et", "hidden"], ["h"], name="/prior/hidden/Conv", pads=[1] * 4),
+        helper.make_node("Relu", ["h"], ["hr"], name="/prior/relu/Relu"),
+        helper.make_node("Conv", ["hr", "w"], ["logits"], name="/prior/conv/Conv", pads=[1] * 4),
     ]
     return _model(
         nodes,
         [_vi("codes", TensorProto.INT32, ["B", LAT, LAT])],
         [_vi("logits", TensorProto.FLOAT, ["B", K, LAT, LAT])],
-        [_init("emb", emb), _init("w", w)],
+        [_init("emb", emb), _init("hidden", hidden), _init("w", w)],
     )
 
 
@@ -363,17 +366,24 @@ def test_fp16_conversion_leaves_ssim_nodes_in_fp32(bundle_dir: Path, tmp_path: P
 
 
 def qdq_test_model() -> onnx.ModelProto:
-    """x -> encoder conv -> decoder conv -> ssim conv -> y; only the encoder conv may be quantized."""
+    """x -> conv -> encoder conv -> decoder conv -> ssim conv -> head conv -> conv -> y: only the encoder and
+    head convs may be quantized; the first and last stay float (they touch the graph's input and output)."""
     rng = np.random.default_rng(3)
-    inits = [_init(f"w{i}", rng.normal(0, 0.4, (4, 4 if i else 1, 3, 3)).astype(np.float32)) for i in range(3)]
-    inits.append(_init("w3", rng.normal(0, 0.4, (1, 4, 3, 3)).astype(np.float32)))
-    nodes = [
-        helper.make_node("Conv", ["x", "w0"], ["a"], name="/encoder/conv/Conv", pads=[1] * 4),
-        helper.make_node("Relu", ["a"], ["ar"], name="/encoder/relu/Relu"),
-        helper.make_node("Conv", ["ar", "w1"], ["b"], name="/decoder/conv/Conv", pads=[1] * 4),
-        helper.make_node("Conv", ["b", "w2"], ["c"], name="/SSIM/window/Conv", pads=[1] * 4),
-        helper.make_node("Conv", ["c", "w3"], ["y"], name="/head/conv/Conv", pads=[1] * 4),
+    inits = [_init(f"w{i}", rng.normal(0, 0.4, (4, 4 if i else 1, 3, 3)).astype(np.float32)) for i in range(5)]
+    inits.append(_init("w5", rng.normal(0, 0.4, (1, 4, 3, 3)).astype(np.float32)))
+    wiring = [  # name, input, output
+        ("/encoder/first/Conv", "x", "a"),
+        ("/encoder/conv/Conv", "ar", "b"),
+        ("/decoder/conv/Conv", "b", "c"),
+        ("/SSIM/window/Conv", "c", "d"),
+        ("/head/conv/Conv", "d", "e"),
+        ("/head/out/Conv", "e", "y"),
     ]
+    nodes = [
+        helper.make_node("Conv", [src, f"w{i}"], [dst], name=name, pads=[1] * 4)
+        for i, (name, src, dst) in enumerate(wiring)
+    ]
+    nodes.insert(1, helper.make_node("Relu", ["a"], ["ar"], name="/encoder/relu/Relu"))
     return _model(
         nodes, [_vi("x", TensorProto.FLOAT, ["B", 1, 8, 8])], [_vi("y", TensorProto.FLOAT, ["B", 1, 8, 8])], inits
     )
@@ -395,8 +405,8 @@ def test_qdq_quantization_excludes_decoder_and_ssim(tmp_path: Path) -> None:
 
     assert fed_by_dq(convs["/encoder/conv/Conv"]) == [True, True]
     assert fed_by_dq(convs["/head/conv/Conv"]) == [True, True]
-    assert fed_by_dq(convs["/decoder/conv/Conv"]) == [False, False]
-    assert fed_by_dq(convs["/SSIM/window/Conv"]) == [False, False]
+    for float_conv in ("/decoder/conv/Conv", "/SSIM/window/Conv", "/encoder/first/Conv", "/head/out/Conv"):
+        assert not fed_by_dq(convs[float_conv])[1], float_conv  # float weights: the conv runs in float
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
     assert zero_points and all(np.all(z == 0) and z.dtype == np.int8 for z in zero_points)  # TensorRT wants 0
@@ -404,7 +414,7 @@ def test_qdq_quantization_excludes_decoder_and_ssim(tmp_path: Path) -> None:
     x = rng.random((2, 1, 8, 8), dtype=np.float32)
     ref = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     q = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    assert np.abs(q - ref).max() < 0.05 * np.abs(ref).max()
+    assert np.corrcoef(q.ravel(), ref.ravel())[0, 1] > 0.98  # a sanity check: the real model's is measured below
 
 
 def test_int8_without_qdq_or_calibration_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
@@ -600,24 +610,37 @@ def test_fp16_conversion_of_a_float_mask(tmp_path: Path) -> None:
     np.testing.assert_allclose(y, [[0.0, 1.2, 1.8, 0.0]], atol=2e-3)
 
 
-def test_real_bundle_graphs_are_ready_and_convert(tiny_bundle: Path, tmp_path: Path) -> None:
-    """The exported tiny model: chain readiness, fp16 copies that track fp32, an int8 Q/DQ encoder."""
+def _run_chain(sessions: dict[str, ort.InferenceSession], frames: np.ndarray) -> dict[str, np.ndarray]:
+    values = {"frames": frames}
+    for sess in sessions.values():
+        outputs = sess.run(None, {i.name: values[i.name] for i in sess.get_inputs()})
+        values.update(zip([o.name for o in sess.get_outputs()], outputs, strict=True))
+    return values
+
+
+def _clip_channels(bundle, clip) -> np.ndarray:
+    from edge_ad.data.preprocess import model_channels
+
+    frames = model_channels(clip.load_frames(), bundle.input_size, bundle.grayscale, bundle.temporal_offsets)
+    return np.stack(list(frames)).astype(np.float32)
+
+
+def test_real_bundle_graphs_are_ready_and_convert(tiny_bundle: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    """The exported tiny model: chain readiness, fp16 copies that track fp32, an int8 Q/DQ encoder that keeps
+    the codes and the frame scores of real footage."""
     pytest.importorskip("onnxconverter_common")
+    from scipy.stats import spearmanr
+
+    from edge_ad.data.ucsd import open_ucsd
+
     bundle = load_bundle(tiny_bundle)
     graphs = chain_graphs(bundle)
     assert graphs[:2] == ["encoder", "quantizer"] and graphs[-1] == "scorer"
     x = np.random.default_rng(5).random((4, bundle.channels, *bundle.input_size), dtype=np.float32)
-    values = {"frames": x}
+    sessions = {g: ort.InferenceSession(str(bundle.graph(g)), providers=["CPUExecutionProvider"]) for g in graphs}
     for g in graphs:
         assert check_tensorrt_ready(bundle.graph(g), GRAPH_INPUTS[g]) == [], g
-        sess = ort.InferenceSession(str(bundle.graph(g)), providers=["CPUExecutionProvider"])
-        values.update(
-            zip(
-                [o.name for o in sess.get_outputs()],
-                sess.run(None, {i.name: values[i.name] for i in sess.get_inputs()}),
-                strict=True,
-            )
-        )
+    values = _run_chain(sessions, x)
     assert values["codes"].dtype == np.int32
     for g in graphs:
         if g == "quantizer":
@@ -630,9 +653,17 @@ def test_real_bundle_graphs_are_ready_and_convert(tiny_bundle: Path, tmp_path: P
             ref = values[out.name]
             assert got.dtype == ref.dtype
             assert np.abs(got - ref).max() <= 0.02 * max(1.0, np.abs(ref).max()), (g, out.name)
+    # INT8: calibrated on a normal training clip, judged on the test clips by what the chain makes of it.
+    ds = open_ucsd(tiny_scene)
+    normal = _clip_channels(bundle, ds.train[0])[::3]
+    test = np.concatenate([_clip_channels(bundle, c) for c in ds.test])
     qdq = prepare_onnx(
-        bundle.graph("encoder"), tmp_path, precision_plan("int8", 10), calibration_feeds(bundle, "encoder", x)
+        bundle.graph("encoder"), tmp_path, precision_plan("int8", 10), calibration_feeds(bundle, "encoder", normal)
     )
     assert has_qdq(qdq) and check_tensorrt_ready(qdq, GRAPH_INPUTS["encoder"]) == []
-    (z,) = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"]).run(None, {"frames": x})
-    assert np.abs(z - values["z_e"]).max() <= 0.1 * np.abs(values["z_e"]).max()
+    ref = _run_chain(sessions, test)
+    got = _run_chain({**sessions, "encoder": ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"])}, test)
+    # Measured here: 0.96 of the codes kept and a Spearman's rho of 0.99 between the frame scores; with the first
+    # and last encoder layers quantized too, 0.45 and 0.82.
+    assert (got["codes"] == ref["codes"]).mean() >= 0.9
+    assert spearmanr(got["frame_score"], ref["frame_score"])[0] >= 0.95

@@ -11,6 +11,10 @@ statistics E[x^2] - E[x]^2 that cancel badly in fp16, NLL, smoothing, frame scor
 Inside a graph that is quantized, nodes whose names contain "decoder" or "ssim" (torch.onnx names nodes by
 module path, e.g. ``/decoder/res1/conv/Conv``) are excluded too, and only Conv, ConvTranspose, Gemm and
 MatMul with constant weights get Q/DQ pairs: softmax, attention products and elementwise math stay float.
+The layers at a graph's edges stay float as well (``boundary_nodes``): the first reads the frame and its
+motion difference in one tensor, whose single int8 scale leaves the small motion values a few steps; the last
+writes the vectors the quantizer's argmin compares. With both quantized, a tiny model's int8 encoder kept 45 %
+of its codes on real footage; with both float, 96 % (tests/test_tensorrt.py measures it).
 """
 
 from __future__ import annotations
@@ -100,6 +104,18 @@ def has_fp16(model: onnx.ModelProto | str | Path) -> bool:
             if to == onnx.TensorProto.FLOAT16:
                 return True
     return False
+
+
+def boundary_nodes(model: onnx.ModelProto, op_types: Iterable[str] = QDQ_OP_TYPES) -> list[str]:
+    """Names of the quantizable nodes that read a graph input or write a graph output (kept float)."""
+    inputs = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    ops = set(op_types)
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type in ops and n.name and (inputs & set(n.input) or outputs & set(n.output))
+    ]
 
 
 def matching_nodes(model: onnx.ModelProto, patterns: Iterable[str]) -> list[str]:
@@ -214,7 +230,7 @@ def to_qdq_onnx(
         per_channel=True,
         activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8,
-        nodes_to_exclude=matching_nodes(model, exclude_patterns),
+        nodes_to_exclude=sorted({*matching_nodes(model, exclude_patterns), *boundary_nodes(model, op_types)}),
         extra_options={
             "ActivationSymmetric": True,
             "WeightSymmetric": True,
