@@ -153,6 +153,9 @@ class ScoringConfig(Section):
     # large area, and no area's larger spread on normal frames decides alone. ``topk_fraction`` stays the
     # area that scales each map of a max fusion.
     extra_topk_fractions: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(default_factory=list)
+    # The speed map's window (Gaussian sigma, px of the model input): the flow is fitted over about a walker's
+    # width, so legs and arms swinging at twice the body's speed count with the body.
+    speed_window: float = Field(2.0, gt=0.0)
     false_alarms_per_hour: float = Field(1.0, gt=0.0)
     assumed_fps: float = Field(10.0, gt=0.0)
 
@@ -173,7 +176,7 @@ class ScoringConfig(Section):
     @field_validator("weights")
     @classmethod
     def _known_maps(cls, v: dict[str, float]) -> dict[str, float]:
-        known = {"residual", "ssim", "am", "ssim_am", "nll", "restore", "restore_diff"}
+        known = {"residual", "ssim", "am", "ssim_am", "nll", "restore", "restore_diff", "speed"}
         bad = set(v) - known - {f"{m}@{g}" for m in CHANNEL_MAPS for g in CHANNEL_GROUPS}
         if bad:
             raise ValueError(
@@ -311,7 +314,7 @@ class Config(Section):
             raise ValueError(f"data.size {h}x{w} must be divisible by {factor} (2^model.downsamplings)")
         if self.scoring.compare_channels == "motion" and not self.data.temporal_offsets:
             raise ValueError("scoring.compare_channels=motion needs motion channels: set data.temporal_offsets")
-        motion_maps = [m for m in self.scoring.weights if m.endswith("@motion")]
+        motion_maps = [m for m in self.scoring.weights if m.endswith("@motion") or m == "speed"]
         if motion_maps and not self.data.temporal_offsets:
             raise ValueError(f"scoring.weights {motion_maps} need motion channels: set data.temporal_offsets")
         return self

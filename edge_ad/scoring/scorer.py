@@ -9,6 +9,8 @@ Maps (each [B, 1, H, W], larger = more anomalous):
 - ``nll``: the prior's per-position negative log-likelihood of the codes, upsampled.
 - ``restore``: 1 - SSIM(x, decode(restored codes)) after latent-space restoration (Wang et al.).
 - ``restore_diff``: |decode(codes) - decode(restored codes)|: zero wherever the prior left the codes alone.
+- ``speed``: the apparent speed of what moves, in pixels a frame (``speed.py``), from the frame and its first
+  motion channel: a skater moves like no walker even where it looks like one.
 
 A map that compares channels may name them (``residual@frame``, ``residual@motion``). Each map is normalised
 with statistics from normal validation clips (calibration); the maps are smoothed and fused (weighted mean
@@ -30,8 +32,9 @@ from edge_ad.models.prior import PixelSNAIL, code_nll
 from edge_ad.models.ssim import gaussian_1d, separable_blur, ssim_map
 from edge_ad.models.vqvae import VQVAE
 from edge_ad.scoring.restoration import restore_fast
+from edge_ad.scoring.speed import Speed
 
-MAPS = ("residual", "ssim", "am", "ssim_am", "nll", "restore", "restore_diff")
+MAPS = ("residual", "ssim", "am", "ssim_am", "nll", "restore", "restore_diff", "speed")
 PRIOR_MAPS = {"nll", "restore", "restore_diff"}
 
 
@@ -82,6 +85,11 @@ class AnomalyScorer(nn.Module):
         self.channel_reduce = s.channel_reduce
         colour = 1 if cfg.data.grayscale else 3
         self.groups = {"all": slice(None), "frame": slice(0, colour), "motion": slice(colour, None)}
+        # The speed map reads the frame and its first (smallest-offset) motion channel, which holds the difference
+        # to the frame that many steps back.
+        self.colour = colour
+        self.speed_steps = min(cfg.data.temporal_offsets, default=0)
+        self.speed = Speed(s.speed_window) if "speed" in self.names else None
         self.default_group = s.compare_channels
         self.fusion, self.map_dilation = s.fusion, s.map_dilation
         self.frame_mode = s.frame_score
@@ -119,6 +127,14 @@ class AnomalyScorer(nn.Module):
         d = d[:, self._channels(name)]
         return d.amax(1, keepdim=True) if self.channel_reduce == "max" else d.mean(1, keepdim=True)
 
+    def _frame_pair(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(grey frame, grey frame ``speed_steps`` back) from the frame and its first motion channel, which
+        holds 0.5 + (frame - earlier) / 2 (``edge_ad.data.preprocess.encode_difference``)."""
+        c = self.colour
+        current = x[:, :c].mean(1, keepdim=True)
+        change = 2 * (x[:, c : 2 * c] - 0.5).mean(1, keepdim=True)
+        return current, current - change
+
     def raw_maps(
         self,
         x: torch.Tensor,
@@ -142,6 +158,7 @@ class AnomalyScorer(nn.Module):
         dissimilarity = 1 - ssim_map(x, x_hat, self.window) if bases & {"ssim", "ssim_am"} else None
         am = dilate(self._up(distance, "nearest"), self.am_dilation) if bases & {"am", "ssim_am"} else None
         restore_dissimilarity = 1 - ssim_map(x, x_rest, self.window) if "restore" in bases else None
+        speed = self.speed(*self._frame_pair(x), self.speed_steps) if self.speed is not None else None
         out: dict[str, torch.Tensor] = {}
         for name in self.names:
             base = base_map(name)
@@ -156,6 +173,8 @@ class AnomalyScorer(nn.Module):
                 out[name] = self._up(code_nll(logits, codes), "bilinear")
             elif base == "restore":
                 out[name] = self._reduce(restore_dissimilarity, name)
+            elif base == "speed":
+                out[name] = speed
             else:  # restore_diff: zero wherever the prior left the codes alone
                 out[name] = (x_hat - x_rest)[:, self._channels(name)].abs().mean(1, keepdim=True)
         return out
