@@ -11,7 +11,7 @@ mkdir -p "$DEMO"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 START=$(date +%s)
 
-step "1/6 synthetic scene (seed $SEED, one of the twelve the scoring was chosen on: README, Results)"
+step "1/6 synthetic scene (seed $SEED, one of the scenes the scoring was chosen on: README, Results)"
 "$BIN/edge-ad" synth "$DEMO/data" --train 12 --test 6 --frames 160 --seed "$SEED" --force
 "$BIN/edge-ad" data info "$DEMO/data"
 
