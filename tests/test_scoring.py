@@ -265,6 +265,41 @@ def test_topk_areas_are_calibrated_on_normal_frames_and_travel_in_the_bundle(
         load_pipeline(run)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("pixel_stats_sigma", 7.0, "calibrated with scoring.pixel_stats_sigma=24.0, its config now has 7.0"),
+        ("speed_window", 3.0, "calibrated with scoring.speed_window=2.0, its config now has 3.0"),
+        ("weights", {"residual": 1.0, "speed": 1.0}, "its config now weights ['residual', 'speed']"),
+    ],
+)
+def test_a_scoring_edit_after_calibration_asks_for_a_new_one(
+    edited_run: Callable, key: str, value: object, message: str
+) -> None:
+    """Statistics set for other maps would score silently wrong: the run refuses to load until calibrated again,
+    and the CLI says so in one line."""
+    import subprocess
+    import sys
+
+    run = edited_run(lambda cfg: cfg["scoring"].update({key: value}))
+    with pytest.raises(UserError, match="calibrate --run") as err:
+        load_pipeline(run)
+    assert message in str(err.value)
+    cli = subprocess.run(
+        [sys.executable, "-m", "edge_ad.cli.main", "export", "--run", str(run), "--out", str(run.parent / "b")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert cli.returncode != 0 and "Traceback" not in cli.stderr
+    assert message in cli.stderr and len(cli.stderr.strip().splitlines()) == 1, cli.stderr
+
+
+def test_the_published_maps_dilation_needs_no_new_calibration(edited_run: Callable) -> None:
+    """map_dilation acts after the frame score and the statistics: the scores stay those of the calibration."""
+    run = edited_run(lambda cfg: cfg["scoring"].update(map_dilation=5))
+    _, pipeline, calib = load_pipeline(run)
+    assert calib is not None and calib["scoring"]["map_dilation"] != 5
+
+
 def test_a_run_calibrated_before_frame_score_areas_still_loads(edited_run: Callable, tiny_scene: Path) -> None:
     """One area needs no area statistics: an older normalisation file and calibration still score alike."""
     from safetensors.torch import load_file

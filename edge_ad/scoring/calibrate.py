@@ -136,6 +136,8 @@ def calibrate(
     alert = frame_threshold(scores, cfg.scoring.false_alarms_per_hour, cfg.scoring.assumed_fps)
     return {
         "maps": scorer.names,
+        # what the statistics and the threshold were set for: a later edit of the run's scoring makes them stale
+        "scoring": cfg.scoring.model_dump(mode="json"),
         "normalise": cfg.scoring.normalise,
         "normalise_maps": {name: cfg.scoring.normalisation(name) for name in scorer.names},
         # per map; the mean over pixels when normalised per pixel (the maps themselves are in normalisation.safetensors)

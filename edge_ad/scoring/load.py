@@ -27,12 +27,38 @@ def load_models(run: RunDir, cfg: Config) -> tuple[VQVAE, PixelSNAIL | None]:
     return vqvae.eval(), (prior.eval() if prior is not None else None)
 
 
-def apply_calibration(scorer: AnomalyScorer, calib: dict, run: RunDir) -> None:
+# Options that act after the frame score and the statistics (the published map's dilation): editing them
+# needs no new calibration.
+UNCALIBRATED_OPTIONS = frozenset({"map_dilation"})
+
+
+def check_scoring_unchanged(calibrated: dict | None, now: dict, run: RunDir) -> None:
+    """A calibration holds statistics of the maps as the scoring config made them; after an edit of that config
+    (another window, blur, weight) they describe other maps, and scores would be silently off."""
+    if calibrated is None:  # calibrated before calibration.json recorded its scoring: nothing to compare
+        return
+    changed = sorted(
+        k for k in now.keys() | calibrated.keys() if k not in UNCALIBRATED_OPTIONS and calibrated.get(k) != now.get(k)
+    )
+    if changed:
+        k = changed[0]
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise UserError(
+            f"{run.root} was calibrated with scoring.{k}={calibrated.get(k)!r}, its config now has {now.get(k)!r}"
+            f"{more}; run `edge-ad calibrate --run {run.root}` again"
+        )
+
+
+def apply_calibration(scorer: AnomalyScorer, calib: dict, run: RunDir, cfg: Config) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if calib["maps"] != scorer.names:
-        raise ValueError(f"calibration is for maps {calib['maps']}, the scorer has {scorer.names}; calibrate again")
+        raise UserError(
+            f"{run.root} was calibrated for the maps {calib['maps']}, its config now weights {scorer.names}; "
+            f"run `edge-ad calibrate --run {run.root}` again"
+        )
+    check_scoring_unchanged(calib.get("scoring"), cfg.scoring.model_dump(mode="json"), run)
     areas = scorer.cfg_areas
     if calib.get("topk_areas", areas[:1]) != areas:
         raise UserError(
@@ -61,5 +87,5 @@ def load_pipeline(run_dir: str | Path, calibrated: bool = True) -> tuple[Config,
     calib = None
     if calibrated and run.calibration.is_file():
         calib = json.loads(run.calibration.read_text())
-        apply_calibration(scorer, calib, run)
+        apply_calibration(scorer, calib, run, cfg)
     return cfg, AnomalyPipeline(vqvae, prior, scorer).eval(), calib
