@@ -47,6 +47,7 @@ from edge_ad.export.tensorrt import (
     to_qdq_onnx,
     trt_major,
 )
+from edge_ad.export.tensorrt.precision import boundary_nodes
 from edge_ad.runtime.backends import create_backend
 
 SIZE = 16  # frame side
@@ -415,6 +416,28 @@ def test_qdq_quantization_excludes_decoder_and_ssim(tmp_path: Path) -> None:
     ref = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     q = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert np.corrcoef(q.ravel(), ref.ravel())[0, 1] > 0.98  # a sanity check: the real model's is measured below
+
+
+def test_boundary_nodes_are_found_through_ops_that_change_no_value() -> None:
+    """x -> Cast -> A, D -> Add -> B -> C -> Identity -> y: A and D read the input through a Cast, C writes the
+    output through an Identity; B, behind an Add, is inside. (A Gather from an embedding stops the walk: the
+    prior_model's first conv above is quantized, tested below.)"""
+    rng = np.random.default_rng(5)
+    inits = [_init(f"w{i}", rng.normal(0, 0.4, (1, 1, 3, 3)).astype(np.float32)) for i in range(4)]
+    conv = lambda name, src, dst, w: helper.make_node("Conv", [src, w], [dst], name=name, pads=[1] * 4)  # noqa: E731
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xf"], name="cast", to=TensorProto.FLOAT),
+        conv("A", "xf", "a", "w0"),
+        conv("D", "xf", "d", "w3"),
+        helper.make_node("Add", ["a", "d"], ["s"], name="add"),
+        conv("B", "s", "b", "w1"),
+        conv("C", "b", "c", "w2"),
+        helper.make_node("Identity", ["c"], ["y"], name="identity"),
+    ]
+    model = _model(
+        nodes, [_vi("x", TensorProto.FLOAT, ["B", 1, 8, 8])], [_vi("y", TensorProto.FLOAT, ["B", 1, 8, 8])], inits
+    )
+    assert boundary_nodes(model) == ["A", "D", "C"]
 
 
 def test_int8_without_qdq_or_calibration_is_refused(bundle_dir: Path, tmp_path: Path) -> None:

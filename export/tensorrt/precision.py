@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -41,6 +41,10 @@ REDUCED_PRECISION_GRAPHS = frozenset({"encoder", "prior"})
 QDQ_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 KEEP_FLOAT_PATTERNS: tuple[str, ...] = ("decoder", "ssim")
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+# Ops that pass values through unchanged (type, shape or order only): boundary_nodes walks through them.
+LAYOUT_OPS = frozenset(
+    {"Cast", "Identity", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Pad", "Slice", "Concat", "Split"}
+)
 
 
 @dataclass(frozen=True)
@@ -107,15 +111,42 @@ def has_fp16(model: onnx.ModelProto | str | Path) -> bool:
 
 
 def boundary_nodes(model: onnx.ModelProto, op_types: Iterable[str] = QDQ_OP_TYPES) -> list[str]:
-    """Names of the quantizable nodes that read a graph input or write a graph output (kept float)."""
-    inputs = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
-    outputs = {o.name for o in model.graph.output}
+    """Names of the first quantizable node on every path from a graph input, and of the last on every path to
+    a graph output (kept float). The walk goes through ops that move values without changing them (a Cast,
+    a Reshape, a Transpose): the Conv after them still sees the input's range, or writes the output's. It
+    stops at any other op: a Gather from an embedding table (the prior's first layer) makes new values,
+    whose range training set, and the Conv after it quantizes like any inner layer."""
     ops = set(op_types)
-    return [
-        n.name
-        for n in model.graph.node
-        if n.op_type in ops and n.name and (inputs & set(n.input) or outputs & set(n.output))
-    ]
+    nodes = list(model.graph.node)
+    readers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for name in n.input:
+            readers.setdefault(name, []).append(i)
+    writer = {name: i for i, n in enumerate(nodes) for name in n.output}
+    inputs = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
+
+    def first(
+        start: Iterable[str], step: Callable[[int], Iterable[str]], nexts: Callable[[str], Iterable[int]]
+    ) -> set[int]:
+        found, seen, todo = set(), set(), list(start)
+        while todo:
+            for i in nexts(todo.pop()):
+                if i in seen:
+                    continue
+                seen.add(i)
+                if nodes[i].op_type in ops:
+                    found.add(i)
+                elif nodes[i].op_type in LAYOUT_OPS:
+                    todo.extend(step(i))
+        return found
+
+    after_inputs = first(inputs, lambda i: nodes[i].output, lambda name: readers.get(name, ()))
+    before_outputs = first(
+        (o.name for o in model.graph.output),
+        lambda i: nodes[i].input,
+        lambda name: (writer[name],) if name in writer else (),
+    )
+    return [nodes[i].name for i in sorted(after_inputs | before_outputs) if nodes[i].name]
 
 
 def matching_nodes(model: onnx.ModelProto, patterns: Iterable[str]) -> list[str]:
