@@ -45,9 +45,13 @@ class DataConfig(Section):
         return sorted(v)
 
     @property
+    def colour_channels(self) -> int:
+        """Channels of one frame; the model's input is the frame, then one such group per motion offset."""
+        return 1 if self.grayscale else 3
+
+    @property
     def in_channels(self) -> int:
-        colour = 1 if self.grayscale else 3
-        return colour * (1 + len(self.temporal_offsets))
+        return self.colour_channels * (1 + len(self.temporal_offsets))
 
 
 class CorruptionConfig(Section):

@@ -64,9 +64,11 @@ def test_speed_reads_a_known_motion_whatever_the_contrast() -> None:
 
 
 def test_speed_is_per_frame_over_several_steps() -> None:
-    two = measured(walker(20, 0.3), walker(22, 0.3), steps=2)
-    one = measured(walker(20, 0.3), walker(22, 0.3), steps=1)
-    torch.testing.assert_close(two, one / 2)
+    """A figure moving 1 px a frame, seen two frames apart (2 px), reads about 1 px a frame with steps=2: a
+    walker's speed, whatever the motion channel's offset."""
+    before, after = walker(20, 0.3), walker(22, 0.3)
+    moving = np.abs(after - before) > 0.05
+    assert abs(float(np.median(measured(before, after, steps=2).numpy()[moving])) - 1.0) < 0.45
 
 
 def test_scorer_takes_speed_from_the_frame_and_its_motion_channel() -> None:

@@ -178,7 +178,7 @@ def _eval_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.round(to_model_frame(frame, size, grayscale=True)[0] * 255.0).astype(np.uint8)
 
 
-def _resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = size
     if masks.shape[1:] == (h, w):
         return masks
@@ -291,7 +291,7 @@ class Evaluator:
             log.warning("clip %s has no frame labels; skipped", name)
             self._skipped.append(name)
             return False
-        masks = None if masks is None else _resize_masks(masks, self.eval_size)
+        masks = None if masks is None else resize_masks(masks, self.eval_size)
         examples = self._offer_examples(name, frames, labels, masks)
         for method in self.methods:
             self._run(method, name, frames, labels, masks, examples)

@@ -83,10 +83,11 @@ class AnomalyScorer(nn.Module):
         self.ssim_dilation, self.am_dilation = s.ssim_dilation, s.am_dilation
         self.rounds = s.restore_rounds
         self.channel_reduce = s.channel_reduce
-        colour = 1 if cfg.data.grayscale else 3
+        colour = cfg.data.colour_channels
         self.groups = {"all": slice(None), "frame": slice(0, colour), "motion": slice(colour, None)}
         # The speed map reads the frame and its first (smallest-offset) motion channel, which holds the difference
-        # to the frame that many steps back.
+        # to the frame that many steps back. (A clip's first frames, with fewer frames behind them, were given
+        # the oldest one there is: their speed reads low, frame 0's zero.)
         self.colour = colour
         self.speed_steps = min(cfg.data.temporal_offsets, default=0)
         self.speed = Speed(s.speed_window) if "speed" in self.names else None

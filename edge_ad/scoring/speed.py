@@ -8,7 +8,7 @@ cyclist moves two to four times as fast as a walker, which is how an operator te
 Per pixel, the flow (u, v) that best explains the change between the frames in a Gaussian window, by least
 squares over brightness constancy (I_x u + I_y v + I_t = 0); the speed is its length in pixels a frame. A
 ridge term keeps flat regions (no gradient, no flow to measure) at zero. One scale linearises the frames over
-its +-2 px stencil: from 1 to 3 px a frame it reads a moving figure's speed within 40 % (over, at high
+its +-2 px stencil: from 1 to 3 px a frame it reads a moving figure's speed within 45 % (over, at high
 contrast; tests/test_speed.py), beyond that a value that still grows. The map needs the order, a skater
 above a walker, not the figure. Written in torch ops that export to ONNX (pads, slices, separable blurs), so
 the runtime gets it inside the scoring graph.
