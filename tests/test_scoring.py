@@ -297,7 +297,21 @@ def test_the_published_maps_dilation_needs_no_new_calibration(edited_run: Callab
     """map_dilation acts after the frame score and the statistics: the scores stay those of the calibration."""
     run = edited_run(lambda cfg: cfg["scoring"].update(map_dilation=5))
     _, pipeline, calib = load_pipeline(run)
-    assert calib is not None and calib["scoring"]["map_dilation"] != 5
+    assert calib is not None and calib["scoring"]["map_dilation"] != 5 and pipeline.scorer.map_dilation == 5
+
+
+def test_a_scoring_option_newer_than_the_calibration_does_not_invalidate_it(edited_run: Callable) -> None:
+    """An option the calibration does not know (added to the config since) is compared with nothing; the
+    options it knows still are."""
+    run = edited_run(lambda cfg: None)
+    calib = json.loads((run / "calibration.json").read_text())
+    del calib["scoring"]["speed_window"]
+    (run / "calibration.json").write_text(json.dumps(calib))
+    load_pipeline(run)
+    calib["scoring"]["pixel_stats_sigma"] = 7.0
+    (run / "calibration.json").write_text(json.dumps(calib))
+    with pytest.raises(UserError, match="scoring.pixel_stats_sigma=7.0"):
+        load_pipeline(run)
 
 
 def test_a_run_calibrated_before_frame_score_areas_still_loads(edited_run: Callable, tiny_scene: Path) -> None:

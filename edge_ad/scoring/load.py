@@ -37,9 +37,10 @@ def check_scoring_unchanged(calibrated: dict | None, now: dict, run: RunDir) -> 
     (another window, blur, weight) they describe other maps, and scores would be silently off."""
     if calibrated is None:  # calibrated before calibration.json recorded its scoring: nothing to compare
         return
-    changed = sorted(
-        k for k in now.keys() | calibrated.keys() if k not in UNCALIBRATED_OPTIONS and calibrated.get(k) != now.get(k)
-    )
+    # Only the options both know: one added to the config since (at its default, which is what the run had)
+    # must not invalidate every calibration made before it.
+    shared = (calibrated.keys() & now.keys()) - UNCALIBRATED_OPTIONS
+    changed = sorted(k for k in shared if calibrated[k] != now[k])
     if changed:
         k = changed[0]
         more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
