@@ -140,7 +140,7 @@ def test_calibrating_a_baseline_sets_its_threshold_and_leaves_no_state_behind() 
     mog = warmed_mog2()
     mog.rule = FrameScoreRule("topk", (0.01, 0.05))
     normal = normal_frames()
-    mog.calibrate(normal, false_alarms_per_hour=1.0, fps=10.0)
+    mog.calibrate([normal], false_alarms_per_hour=1.0, fps=10.0)
     assert len(mog.rule.center) == 2
     mog.reset()
     normal_scores = mog.score_clip(normal)[1]
@@ -149,3 +149,19 @@ def test_calibrating_a_baseline_sets_its_threshold_and_leaves_no_state_behind() 
     fitted = mog.score_clip(frames)[0]
     plain = warmed_mog2()
     np.testing.assert_array_equal(fitted, plain.score_clip(frames)[0])  # same maps as a fresh, warmed MOG2
+
+
+def test_calibrating_on_several_clips_sees_no_motion_at_their_seams() -> None:
+    """A bright clip then a dark one: their seam is a cut, not motion, and must not set the threshold."""
+    bright = normal_frames(20)
+    dark = (bright // 4).astype(np.uint8)
+    fd = FrameDifference()
+    fd.calibrate([bright, dark], false_alarms_per_hour=1.0, fps=10.0)
+    apart = fd.alert_threshold
+    fd.calibrate([np.concatenate([bright, dark])], false_alarms_per_hour=1.0, fps=10.0)
+    assert fd.alert_threshold > 10 * apart  # one clip: the cut is the worst frame
+    each = []
+    for clip in (bright, dark):
+        fd.calibrate([clip], false_alarms_per_hour=1.0, fps=10.0)
+        each.append(fd.alert_threshold)
+    assert apart <= 1.5 * max(each)

@@ -160,3 +160,26 @@ def test_several_areas_without_normal_footage_for_the_baselines_is_a_user_error(
     with pytest.raises(UserError, match="several areas needs normal training clips"):
         baseline_methods(cfg, None, None)
     assert len(baseline_methods(load_config(tiny).to_dict(), None, None)) >= 2  # one area needs no fit
+
+
+def test_baselines_are_calibrated_on_the_clips_our_threshold_was_set_on(
+    tiny_bundle: Path, tiny_run: Path, tiny_scene: Path, tmp_path: Path
+) -> None:
+    """A threshold above the worst normal frame rises with the footage it is set on: the alert table is fair
+    only when every method's is set on the same footage, our validation clips."""
+    from edge_ad.config import load_config
+    from edge_ad.data.ucsd import open_ucsd
+    from edge_ad.evaluation.evaluate import WARM_UP_FRAMES, baseline_methods
+
+    val = json.loads((tiny_run / "calibration.json").read_text())["val_clips"]
+    train = open_ucsd(tiny_scene).train
+    assert val and len(val) < len(train)
+    cfg = load_config(tiny_run / "config.yaml").to_dict()
+    by_name = {c.name: c for c in train}
+    warm = [c for c in train if c.name not in val][-1].load_frames()[:WARM_UP_FRAMES]
+    expected = {m.name: m.alert_threshold for m in baseline_methods(cfg, warm, [by_name[n].load_frames() for n in val])}
+    results = evaluate(tiny_scene, tmp_path / "r", bundle=tiny_bundle)
+    assert {name: results.alerts[name].threshold for name in expected} == pytest.approx(expected)
+    # the older rule (one training clip) gives another threshold on this scene, so the check above can fail
+    older = baseline_methods(cfg, warm, [train[-2].load_frames()])
+    assert any(m.alert_threshold != pytest.approx(expected[m.name]) for m in older)

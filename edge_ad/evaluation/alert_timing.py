@@ -1,7 +1,7 @@
 """Alerts over a test set: the runtime's alert rule replayed on each clip's frame scores.
 
 Frame AUROC ranks frames; an operator lives with alerts. At a method's alert threshold (ours from
-calibration, a baseline's set the same way on a normal clip) each clip's scores go through the tracker
+calibration, a baseline's set the same way on the same normal footage) each clip's scores go through the tracker
 `edge-ad run` uses, one frame every 1/fps seconds, and each alert is matched with the frame labels:
 
 - an *anomaly* is a run of consecutive anomalous frames; it is alerted when an alert is on during it, and

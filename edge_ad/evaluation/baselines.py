@@ -9,7 +9,7 @@ their state across ``score_clip`` calls until ``reset``, so a clip scored in pie
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -46,16 +46,20 @@ class PixelBaseline:
         maps = self.maps(frames)
         return maps, self.rule(maps).astype(np.float32)
 
-    def calibrate(self, normal_frames: np.ndarray, false_alarms_per_hour: float, fps: float) -> None:
-        """What calibration does for the model, on this method's maps of normal frames: standardise the
-        frame score's areas (nothing to do for one area), then set the alert threshold from the false-alarm
-        budget. Starts clean afterwards: calibrating leaves no temporal state behind."""
+    def calibrate(self, normal_clips: Sequence[np.ndarray], false_alarms_per_hour: float, fps: float) -> None:
+        """What calibration does for the model, on this method's maps of normal clips: standardise the frame
+        score's areas (nothing to do for one area), then set the alert threshold from the false-alarm budget.
+        Each clip starts clean, as a test clip does (a frame difference across two clips' seam is no motion),
+        and so does the method afterwards: calibrating leaves no temporal state behind."""
+        maps = []
+        for clip in normal_clips:
+            self.reset()
+            maps.append(self.maps(clip))
         self.reset()
-        maps = self.maps(normal_frames)
+        joined = np.concatenate(maps)
         if self.rule.needs_fit:
-            self.rule.fit(maps)
-        self.alert_threshold = frame_threshold(self.rule(maps), false_alarms_per_hour, fps)["threshold"]
-        self.reset()
+            self.rule.fit(joined)
+        self.alert_threshold = frame_threshold(self.rule(joined), false_alarms_per_hour, fps)["threshold"]
 
 
 class FrameDifference(PixelBaseline):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from edge_ad.config import AlertConfig, ScoringConfig
-from edge_ad.data.ucsd import open_ucsd
+from edge_ad.data.footage import footage_clips
+from edge_ad.data.ucsd import Clip, open_ucsd, quiet_decoders
 from edge_ad.errors import UserError
 from edge_ad.evaluation.baselines import MOG2, FrameDifference, PixelBaseline
 from edge_ad.evaluation.methods import FrameScoreRule, MapMethod
@@ -19,26 +21,26 @@ MIN_NORMAL_FRAMES = 50  # fewer cannot place a baseline's alert threshold
 
 def model_methods(
     run: str | Path | None, bundle: str | Path | None, compare: list[str] | None = None
-) -> tuple[list[MapMethod], dict]:
-    """Our methods and what the baselines must match (model size, frame-score rule, motion offset)."""
+) -> tuple[list[MapMethod], dict, dict]:
+    """Our methods, what the baselines must match (the config: model size, frame-score rule, motion offset),
+    and our calibration (the footage the baselines' thresholds must be set on too)."""
     if (run is None) == (bundle is None):
         raise UserError("pass exactly one of --run RUN_DIR or --bundle BUNDLE")
     if bundle is not None:
         from edge_ad.evaluation.model_methods import BundleMethod
 
         m = BundleMethod(bundle)
-        cfg = m.bundle.manifest["config"]
-        return [m], cfg
+        return [m], m.bundle.manifest["config"], m.bundle.calibration
     from edge_ad.evaluation.model_methods import RunMaps
 
     maps = RunMaps(run, compare)
-    return list(maps.methods()), maps.cfg.to_dict()
+    return list(maps.methods()), maps.cfg.to_dict(), maps.calibration
 
 
-def baseline_methods(cfg: dict, warm_up: np.ndarray | None, normal: np.ndarray | None) -> list[MapMethod]:
+def baseline_methods(cfg: dict, warm_up: np.ndarray | None, normal: list[np.ndarray] | None) -> list[MapMethod]:
     """Frame differencing and MOG2 with the model's frame-score rule; MOG2 learns its background from
-    ``warm_up``; each is calibrated on ``normal`` (other normal frames) as the model is on its validation
-    clips: the frame score's areas standardised, the alert threshold set from the same false-alarm budget."""
+    ``warm_up``; each is calibrated on ``normal`` (normal clips) as the model is on its validation clips:
+    the frame score's areas standardised, the alert threshold set from the same false-alarm budget."""
     size = tuple(cfg["data"]["size"])
     scoring = ScoringConfig.model_validate(cfg["scoring"])
     areas = tuple(scoring.topk_areas())
@@ -62,16 +64,51 @@ def baseline_methods(cfg: dict, warm_up: np.ndarray | None, normal: np.ndarray |
     return methods
 
 
-def _baseline_normal(train: list) -> np.ndarray | None:
-    """Normal frames the baselines are calibrated on, never the ones MOG2 warmed up on (it would have
-    learnt them): the clip before the warm-up clip, else the warm-up clip's frames after the warm-up."""
+def _baseline_footage(
+    train: list[Clip], calibration: dict, size: tuple[int, int]
+) -> tuple[np.ndarray | None, list[np.ndarray] | None]:
+    """(MOG2's warm-up frames, the baselines' normal clips). A threshold above the worst normal frame rises
+    with the footage it is set on, so the baselines get the footage ours was set on: the run's validation
+    clips (and the normal footage calibration read), and MOG2 warms up on a clip the model trained on.
+    A calibration that does not list its clips (made before it did, or with no clip held out) gets the older
+    rule: MOG2 warms up on the last training clip, and the baselines are calibrated on the one before."""
+    names = calibration.get("val_clips")
+    others = [c for c in train if c.name not in (names or [])]
+    if names and others:  # else MOG2 would warm up on the frames it is calibrated on
+        by_name = {c.name: c for c in train}
+        if missing := [n for n in names if n not in by_name]:
+            raise UserError(f"the data lacks the clips {missing} our threshold was set on; give the run's data")
+        clips = [by_name[n].load_frames() for n in names]
+        footage = _footage_frames(calibration.get("normal_footage", []), size)
+        return others[-1].load_frames()[:WARM_UP_FRAMES], clips + footage
+    warm = train[-1].load_frames()[:WARM_UP_FRAMES] if train else None
     if len(train) > 1:
-        return train[-2].load_frames()
+        return warm, [train[-2].load_frames()]
     rest = train[-1].load_frames()[WARM_UP_FRAMES:] if train else np.zeros(0)
     if len(rest) < MIN_NORMAL_FRAMES:
         print("warning: too little normal footage to calibrate the baselines; the alert table shows ours only")
-        return None
-    return rest
+        return warm, None
+    return warm, [rest]
+
+
+def _footage_frames(records: list[dict], size: tuple[int, int]) -> list[np.ndarray]:
+    """The normal footage ``edge-ad calibrate --normal`` read, clip by clip, made grey and resized as the
+    baselines would, but kept 8-bit (an hour at 128x128 is under 600 MB; at a camera's size it would not fit)."""
+    clips = []
+    for record in records:
+        path = Path(record["path"])
+        if not path.exists():
+            raise UserError(f"{path}, normal footage our threshold was set on, is gone; restore it or re-calibrate")
+        for clip in footage_clips(path):
+            with quiet_decoders():
+                clips.append(np.stack([_small_grey(f.image, size) for f in clip.open()]))
+    return clips
+
+
+def _small_grey(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    grey = cv2.cvtColor(frame[:, :, :3], cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+    h, w = size
+    return grey if grey.shape == (h, w) else cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA)
 
 
 def evaluate(
@@ -91,16 +128,15 @@ def evaluate(
         raise UserError(f"{data_root} has no test clips: expected Test/TestNNN folders")
     if compare and run is None:
         raise UserError("--compare-maps needs --run (a bundle holds only its final map)")
-    methods, cfg = model_methods(run, bundle, compare)
+    methods, cfg, calibration = model_methods(run, bundle, compare)
     alerts = alerts or AlertConfig()
     if alerts.threshold is not None:  # ours only: a map alone or a baseline has no site threshold
         for m in methods:
             if getattr(m, "alert_threshold", None) is not None:
                 m.alert_threshold = alerts.threshold
     if baselines:
-        warm = ds.train[-1].load_frames()[:WARM_UP_FRAMES] if ds.train else None
-        normal = _baseline_normal(ds.train)
-        methods += baseline_methods(cfg, warm, normal)
+        size = tuple(cfg["data"]["size"])
+        methods += baseline_methods(cfg, *_baseline_footage(ds.train, calibration, size))
     ev = Evaluator(methods, eval_size=tuple(cfg["data"]["size"]), alerts=alerts, fps=cfg["scoring"]["assumed_fps"])
     clips = ds.test[:max_clips] if max_clips else ds.test
     unlabeled = [c.name for c in clips if c.labels is None]

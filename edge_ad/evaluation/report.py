@@ -492,8 +492,8 @@ def _markdown(results: EvalResults, figures: list[str]) -> str:
             "## Alerts",
             "",
             "The alert rule of `edge-ad run` replayed on each clip's frame scores at the method's threshold (ours "
-            "from calibration on normal validation clips, a baseline's set the same way on a normal training "
-            "clip). An anomaly (a run of anomalous frames) is alerted when an alert is on during it; its delay "
+            "from calibration on normal validation clips, a baseline's set the same way on the same footage). "
+            "An anomaly (a run of anomalous frames) is alerted when an alert is on during it; its delay "
             "counts frames from its first frame. An alert that starts on a normal frame is early when it lasts "
             "into an anomaly, false otherwise; normal min is the normal footage they were raised on, and false+early "
             "/h the rate they make (compare it with the false-alarm budget; a few minutes of footage give a rough "

@@ -37,7 +37,8 @@ PIXEL_SAMPLE = 2_000_000
 MAX_FOOTAGE_FRAMES = 12_000
 
 
-def validation_frames(run: RunDir, cfg: Config, data_root: str | Path) -> np.ndarray:
+def validation_clips(run: RunDir, data_root: str | Path) -> list[Clip]:
+    """The normal clips the run held out of training; the last Train clip (with a warning) if it held none."""
     split = run.read_json("split") if run.split.is_file() else {"val": []}
     ds = open_ucsd(data_root)
     by_name = {c.name: c for c in ds.train}
@@ -48,7 +49,11 @@ def validation_frames(run: RunDir, cfg: Config, data_root: str | Path) -> np.nda
     missing = [n for n in names if n not in by_name]
     if missing:
         raise UserError(f"{data_root} lacks the validation clips {missing} this run was trained with")
-    return stack([clip_tensor(by_name[n], cfg) for n in names])
+    return [by_name[n] for n in names]
+
+
+def validation_frames(run: RunDir, cfg: Config, data_root: str | Path) -> np.ndarray:
+    return stack([clip_tensor(c, cfg) for c in validation_clips(run, data_root)])
 
 
 def _chunks(x: np.ndarray, batch: int = 32) -> Iterator[np.ndarray]:
@@ -283,7 +288,8 @@ def calibrate_run(
 
     run = RunDir(Path(run_dir))
     cfg, pipeline, _ = load_pipeline(run.root, calibrated=False)
-    val_x = validation_frames(run, cfg, data_root)
+    val_clips = validation_clips(run, data_root)
+    val_x = stack([clip_tensor(c, cfg) for c in val_clips])
     if not normal:
         calib = calibrate(pipeline, cfg, val_x, cfg.training.seed)
         calib["normal_footage"] = []
@@ -296,6 +302,7 @@ def calibrate_run(
         scored = None if whole else itertools.chain(_chunks(val_x), footage_batches(clips, cfg))
         calib = calibrate(pipeline, cfg, stats_x, cfg.training.seed, scored)
         calib["normal_footage"] = records
+    calib["val_clips"] = [c.name for c in val_clips]  # eval calibrates the baselines on the same clips
     save_normalisation(run, pipeline.scorer)
     run.write_json("calibration", calib)
     return calib
