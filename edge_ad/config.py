@@ -376,6 +376,9 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         raise UserError(f"{source}: {_describe(e)}") from None
 
 
+CONFIG_NAMES = "ucsd_ped1, ucsd_ped2, synthetic, tiny"
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
     raw: dict[str, Any] = {}
@@ -383,10 +386,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         p = Path(path)
         source = str(p)
+        if p.is_dir():
+            raise UserError(f"{p} is a folder; give a config file (the configs/ folder has {CONFIG_NAMES})")
         if not p.is_file():
-            raise UserError(f"config file not found: {p} (the configs/ folder has ucsd_ped1, synthetic, tiny)")
+            raise UserError(f"config file not found: {p} (the configs/ folder has {CONFIG_NAMES})")
         try:
             loaded = yaml.safe_load(p.read_text())
+        except UnicodeDecodeError:
+            raise UserError(
+                f"{p} is not a text file; give a YAML config (the configs/ folder has {CONFIG_NAMES})"
+            ) from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""

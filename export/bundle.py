@@ -133,9 +133,14 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     for key in ("input", "calibration", "graphs", "files"):
         if key not in manifest:
             raise UserError(f"{mpath}: corrupt manifest (no '{key}'); export the bundle again")
+    bundle = Bundle(root, manifest)
+    try:  # what the runtime reads first: a hand edit should fail here, in one line, not mid-stream
+        bundle.input_size, bundle.grayscale, bundle.temporal_offsets, bundle.channels  # noqa: B018
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{mpath}: corrupt manifest (its 'input' entry is malformed); export the bundle again") from None
     if verify:
         verify_files(root, manifest["files"])
-    return Bundle(root, manifest)
+    return bundle
 
 
 def verify_files(root: Path, files: dict[str, dict[str, Any]]) -> None:

@@ -12,7 +12,7 @@ import onnx
 import torch
 
 from edge_ad.data.preprocess import channel_names
-from edge_ad.errors import UserError
+from edge_ad.errors import UserError, make_dir
 from edge_ad.export.bundle import Bundle, load_bundle, write_manifest
 from edge_ad.export.onnx_graphs import export_graph, graph_specs
 from edge_ad.export.parity import check_parity
@@ -59,11 +59,13 @@ def export_bundle(
         raise UserError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
     batch = batch or cfg.export.batch
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; give a folder for the bundle")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise UserError(f"{out} exists and is not empty; pass --force to replace it")
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out, "bundle folder")
 
     frames = _parity_frames(run, cfg, data_root)
     example = torch.from_numpy(frames[:batch].copy())

@@ -292,7 +292,16 @@ class Runtime:
         finally:
             self.close()
         say("done: " + self.board.status_line())
-        return 1 if self._failure is not None else 0
+        if self._failure is not None:
+            return 1
+        return 0 if self._stopped_at is not None else self._replays_that_gave_nothing()
+
+    def _replays_that_gave_nothing(self) -> int:
+        """2 when a replay ended without one frame decoded: a file that is all damage is an error, not a run."""
+        empty = [s.name for s in self.board.streams.values() if not s.live and s.captured == 0]
+        if empty:
+            log.error(f"{', '.join(empty)}: not one frame could be decoded; check the file or folder")
+        return 2 if empty else 0
 
     def close(self) -> None:
         """Wait for the output thread (bounded), then close the journal, the socket, the endpoint, the backend."""

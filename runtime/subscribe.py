@@ -34,20 +34,37 @@ def _public_key(value: str) -> bytes:
     raise UserError(f"--server-key: '{value}' is neither a 40-character Z85 key nor a certificate file")
 
 
+def _client_keys(path_text: str) -> tuple[bytes, bytes]:
+    path = Path(path_text)
+    if not path.is_file():
+        raise UserError(f"--client-key: {path} is not a file; give the client's .key_secret certificate")
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (ValueError, OSError) as e:
+        raise UserError(f"{path}: not a zmq certificate ({e})") from None
+    if not secret:
+        raise UserError(f"{path} holds only a public key; give the client's .key_secret file")
+    return public, secret
+
+
 def open_subscriber(
     endpoint: str, topics: list[str], server_key: str | None = None, client_key_file: str | None = None
 ) -> tuple[zmq.Context, zmq.Socket]:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
+    if client_key_file and not server_key:
+        sock.close()
+        ctx.term()
+        raise UserError("--client-key needs --server-key (the publisher's public key): CURVE needs both ends' keys")
     if server_key:
-        sock.curve_serverkey = _public_key(server_key)
-        if client_key_file:
-            public, secret = zmq.auth.load_certificate(client_key_file)
-            if not secret:
-                raise UserError(f"{client_key_file} holds only a public key; give the client's .key_secret file")
-        else:
-            public, secret = zmq.curve_keypair()
+        try:
+            sock.curve_serverkey = _public_key(server_key)
+            public, secret = _client_keys(client_key_file) if client_key_file else zmq.curve_keypair()
+        except UserError:
+            sock.close()
+            ctx.term()
+            raise
         sock.curve_publickey, sock.curve_secretkey = public, secret
     for topic in topics or [""]:
         sock.setsockopt_string(zmq.SUBSCRIBE, topic)

@@ -1,4 +1,5 @@
-"""`edge-ad run` and `edge-ad subscribe` as users meet them: clean shutdown on signals, and one-line errors."""
+"""The CLI as users meet it: `edge-ad run` and `subscribe` shut down cleanly on signals, and bad input on any
+command gets one line saying what is wrong, a non-zero exit and no traceback."""
 
 from __future__ import annotations
 
@@ -205,3 +206,76 @@ def test_subscribe_gives_up_after_its_timeout(capsys: pytest.CaptureFixture) -> 
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     msg = user_error(["subscribe", "--endpoint", endpoint, "--timeout", "0.3"], capsys)
     assert f"no message from {endpoint} for 0.3 s" in msg
+
+
+def test_a_replay_with_not_one_decodable_frame_is_an_error(
+    tiny_bundle: Path, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    for frame in clip.iterdir():
+        frame.write_bytes(b"not a tif")
+    with pytest.raises(SystemExit) as exit_info:
+        main(run_args(tiny_bundle, tmp_path, "--frames", str(clip), "--pace", "max"))
+    assert exit_info.value.code == 2
+    assert "not one frame could be decoded" in capsys.readouterr().err
+
+
+def test_a_config_that_is_not_text_or_not_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    binary = tmp_path / "clip.mp4"
+    binary.write_bytes(bytes(range(256)) * 8)
+    assert "not a text file" in user_error(["config", "show", str(binary)], capsys)
+    assert "is a folder" in user_error(["config", "show", str(tmp_path)], capsys)
+
+
+@pytest.mark.parametrize("damaged", ["calibration.json", "split.json"])
+def test_a_damaged_run_file_is_named(
+    damaged: str, tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / damaged).write_text('{"threshold": ')
+    argv = ["export", "--run", str(run), "--out", str(tmp_path / "b")] if damaged == "calibration.json" else []
+    argv = argv or ["calibrate", "--run", str(run)]
+    assert f"{run / damaged} is damaged" in user_error(argv, capsys)
+
+
+def test_an_output_path_through_a_file(
+    tiny_run: Path, tiny_bundle: Path, tiny_scene: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    afile = tmp_path / "afile.txt"
+    afile.write_text("x")
+    assert "is a file" in user_error(["export", "--run", str(tiny_run), "--out", str(afile)], capsys)
+    under = str(afile / "sub")
+    assert "a file is in the way" in user_error(
+        ["synth", under, "--train", "1", "--test", "0", "--frames", "4"], capsys
+    )
+    msg = user_error(["eval", "--bundle", str(tiny_bundle), "--data", str(tiny_scene), "--out", under, "--clips", "1",
+                      "--no-baselines"], capsys)  # fmt: skip
+    assert "a file is in the way" in msg
+
+
+def test_a_negative_seed_leaves_nothing_behind(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "scene"
+    assert "--seed" in user_error(["synth", str(out), "--seed", "-1", "--train", "1", "--test", "0"], capsys)
+    assert not out.exists()
+
+
+def test_subscriber_keys_that_cannot_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    server_public, _ = zmq.curve_keypair()
+    base = ["subscribe", "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.3"]
+    msg = user_error([*base, "--server-key", server_public.decode(), "--client-key", str(tmp_path / "nope")], capsys)
+    assert "is not a file" in msg
+    junk = tmp_path / "client.key_secret"
+    junk.write_text("not a certificate")
+    assert "not a zmq certificate" in user_error(
+        [*base, "--server-key", server_public.decode(), "--client-key", str(junk)], capsys
+    )
+    assert "needs --server-key" in user_error([*base, "--client-key", str(junk)], capsys)
+
+
+def test_a_hand_edited_manifest(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["input"]["size"] = "abc"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    assert "'input' entry is malformed" in user_error(run_args(bundle, tmp_path, "--camera", "0"), capsys)

@@ -14,8 +14,8 @@ def register(app: typer.Typer) -> None:
         run: Path = typer.Option(None, "--run", help="Run dir for the restoration benchmark (needs --data)."),
         data: Path = typer.Option(None, "--data", help="Data root with masked test clips (restoration)."),
         config: list[Path] = typer.Option([], "--config", "-c", help="Configs for the training benchmark."),
-        batch: list[int] = typer.Option([1, 8], "--batch", help="Batch sizes for the runtime benchmark."),
-        frames: int = typer.Option(300, "--frames", help="Frames replayed per runtime measurement."),
+        batch: list[int] = typer.Option([1, 8], "--batch", min=1, help="Batch sizes for the runtime benchmark."),
+        frames: int = typer.Option(300, "--frames", min=1, help="Frames replayed per runtime measurement."),
     ) -> None:
         """Measure what was asked for: runtime (--bundle), restoration (--run --data), training (--config)."""
         from edge_ad.errors import UserError

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         bundle: Path = typer.Option(None, "--bundle", help="Exported bundle to evaluate (ONNX Runtime)."),
         out: Path = typer.Option(Path("reports/latest"), "--out", help="Where report.json/md and figures go."),
         baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also run frame-diff and MOG2."),
-        clips: int = typer.Option(None, "--clips", help="Only the first N test clips."),
+        clips: int = typer.Option(None, "--clips", min=1, help="Only the first N test clips."),
         compare_maps: str = typer.Option(
             None, "--compare-maps", help="With --run: also score these maps alone, e.g. residual,ssim,am,nll,restore."
         ),

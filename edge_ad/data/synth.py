@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from edge_ad.data.mfile import format_ranges, labels_to_ranges
-from edge_ad.errors import UserError
+from edge_ad.errors import UserError, make_dir
 
 MARKER = "% edge-ad synthetic scene"
 GT_NAME = "UCSDsynth.m"
@@ -552,8 +552,8 @@ def _prepare(out: Path, force: bool) -> None:
                 shutil.rmtree(child)
             elif child.is_file() and child.suffix == ".m":
                 child.unlink()
-    (out / "Train").mkdir(parents=True, exist_ok=True)
-    (out / "Test").mkdir(exist_ok=True)
+    make_dir(out / "Train", "scene folder")
+    make_dir(out / "Test", "scene folder")
 
 
 def _gt_text(results: list[ClipResult], seed: int, size: tuple[int, int], n_train: int, frames: int) -> str:
@@ -570,7 +570,9 @@ def _gt_text(results: list[ClipResult], seed: int, size: tuple[int, int], n_trai
     return "\n".join(head + body) + "\n"
 
 
-def validate_scene_args(n_train: int, n_test: int, frames: int, size: tuple[int, int]) -> None:
+def validate_scene_args(n_train: int, n_test: int, frames: int, size: tuple[int, int], seed: int = 0) -> None:
+    if seed < 0:
+        raise UserError(f"--seed must be 0 or more, got {seed}")
     for flag, n in (("--train", n_train), ("--test", n_test)):
         if n < 0:
             raise UserError(f"{flag} must be 0 or more clips, got {n}")
@@ -595,7 +597,7 @@ def make_scene(
     """Write a UCSD-layout synthetic scene to ``out``; returns what was written."""
     out = Path(out).expanduser()
     size = (int(size[0]), int(size[1]))
-    validate_scene_args(n_train, n_test, frames, size)
+    validate_scene_args(n_train, n_test, frames, size, seed)
     _prepare(out, force)
     cam = make_camera(seed, size)
     quiet = quiet_clips(seed, n_test)

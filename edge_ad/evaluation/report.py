@@ -24,7 +24,7 @@ import numpy as np
 
 from edge_ad.config import AlertConfig
 from edge_ad.data.preprocess import to_model_frame
-from edge_ad.errors import UserError
+from edge_ad.errors import UserError, make_dir
 from edge_ad.evaluation.alert_timing import AlertSummary, summarise_alerts
 from edge_ad.evaluation.figures import Example, plot_examples, plot_roc
 from edge_ad.evaluation.methods import MapMethod, resize_maps
@@ -541,7 +541,7 @@ def write_report(out_dir: Path, results: EvalResults) -> None:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"report folder {out_dir} is a file; choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir, "report folder")
     summaries = results.summaries()
     figures = []
     frame_curves = _curves(results, "frame")

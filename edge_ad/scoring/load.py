@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edge_ad.config import Config
@@ -87,6 +86,6 @@ def load_pipeline(run_dir: str | Path, calibrated: bool = True) -> tuple[Config,
     scorer = AnomalyScorer(vqvae, prior, cfg)
     calib = None
     if calibrated and run.calibration.is_file():
-        calib = json.loads(run.calibration.read_text())
+        calib = run.read_json("calibration")
         apply_calibration(scorer, calib, run, cfg)
     return cfg, AnomalyPipeline(vqvae, prior, scorer).eval(), calib

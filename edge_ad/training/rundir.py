@@ -77,7 +77,15 @@ class RunDir:
                 raise UserError(f"{self.root} has no {p.name}; run `edge-ad train --out {self.root}` first")
 
     def read_json(self, name: str) -> dict[str, Any]:
-        return json.loads(getattr(self, name).read_text())
+        """A run file as written; a damaged one (a crash mid-write, a hand edit) is a user error that names it."""
+        path = getattr(self, name)
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            data = None
+        if not isinstance(data, dict):
+            raise UserError(f"{path} is damaged (not a JSON object); {_REMAKE.get(name, 'train the run again')}")
+        return data
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         getattr(self, name).write_text(json.dumps(data, indent=2) + "\n")
@@ -85,3 +93,10 @@ class RunDir:
     def append_log(self, record: dict[str, Any]) -> None:
         with open(self.log, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+
+# How to make each run file again, for the message when one is damaged.
+_REMAKE = {
+    "calibration": "run `edge-ad calibrate --run` on the run again",
+    "split": "train the run again (it records which clips were held out)",
+}
