@@ -137,7 +137,9 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     try:  # what the runtime reads first: a hand edit should fail here, in one line, not mid-stream
         bundle.input_size, bundle.grayscale, bundle.temporal_offsets, bundle.channels  # noqa: B018
     except (KeyError, TypeError, ValueError):
-        raise UserError(f"{mpath}: corrupt manifest (its 'input' entry is malformed); export the bundle again") from None
+        raise UserError(
+            f"{mpath}: corrupt manifest (its 'input' entry is malformed); export the bundle again"
+        ) from None
     if verify:
         verify_files(root, manifest["files"])
     return bundle

@@ -12,7 +12,9 @@ def register(app: typer.Typer) -> None:
     def export(
         run: Path = typer.Option(..., "--run", help="Calibrated training run directory."),
         out: Path = typer.Option(..., "--out", help="Bundle directory to write."),
-        batch: int = typer.Option(None, "--batch", min=1, help="Batch size of the example input (the axis stays dynamic)."),
+        batch: int = typer.Option(
+            None, "--batch", min=1, help="Batch size of the example input (the axis stays dynamic)."
+        ),
         precision: str = typer.Option(None, "--precision", help="fp32, fp16 or int8 (for TensorRT engines)."),
         data: Path = typer.Option(None, "--data", help="Frames for the parity check (default: the run's data)."),
         engines: bool = typer.Option(False, "--engines", help="Also build TensorRT engines (GPU host only)."),
