@@ -25,6 +25,8 @@ PARITY_FRAMES = 48
 
 
 def _parity_frames(run: RunDir, cfg, data_root: str | Path | None) -> np.ndarray:
+    if data_root is not None and not Path(data_root).is_dir():
+        raise UserError(f"--data {data_root} is not a folder; give the data root {run.root} was trained on")
     root = data_root or (run.read_json("split").get("data_root") if run.split.is_file() else None)
     if root is None or not Path(root).exists():
         raise UserError(f"the parity check needs real frames: pass --data ROOT (the training data of {run.root})")
@@ -61,13 +63,13 @@ def export_bundle(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; give a folder for the bundle")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise UserError(f"{out} exists and is not empty; pass --force to replace it")
+    replace = out.exists() and any(out.iterdir())
+    if replace and not force:
+        raise UserError(f"{out} exists and is not empty; pass --force to replace it")
+    frames = _parity_frames(run, cfg, data_root)  # before the folder is touched: a bad --data leaves nothing behind
+    if replace:
         shutil.rmtree(out)
     make_dir(out, "bundle folder")
-
-    frames = _parity_frames(run, cfg, data_root)
     example = torch.from_numpy(frames[:batch].copy())
     graphs: dict[str, str] = {}
     readiness: dict[str, list[str]] = {}

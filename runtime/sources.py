@@ -333,6 +333,8 @@ def make_reader(stream: StreamConfig, grayscale: bool, stall_s: float) -> Reader
 
 
 def _video_reader(path: Path) -> OpenCVReader:
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; --video takes a video file (a folder of frames is --frames)")
     if not path.is_file():
         raise UserError(f"video not found: {path}")
     reader = OpenCVReader(str(path), cv2.CAP_FFMPEG, live=False, label=str(path))
@@ -346,6 +348,8 @@ def _video_reader(path: Path) -> OpenCVReader:
 
 
 def _frames_reader(folder: Path, fps: float) -> FramesReader:
+    if folder.is_file():
+        raise UserError(f"{folder} is a file; --frames takes a folder of numbered frames (a video file is --video)")
     if not folder.is_dir():
         raise UserError(f"frames folder not found: {folder}")
     reader = FramesReader(folder, fps)

@@ -279,3 +279,15 @@ def test_a_hand_edited_manifest(tiny_bundle: Path, tmp_path: Path, capsys: pytes
     manifest["input"]["size"] = "abc"
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     assert "'input' entry is malformed" in user_error(run_args(bundle, tmp_path, "--camera", "0"), capsys)
+
+
+def test_paths_of_the_wrong_kind_are_named_as_such(
+    tiny_run: Path, tiny_bundle: Path, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    frame = next(clip.iterdir())
+    assert "run directory not found" in user_error(["calibrate", "--run", str(tmp_path / "nope")], capsys)
+    assert "is a folder; --video" in user_error(run_args(tiny_bundle, tmp_path, "--video", str(clip)), capsys)
+    assert "is a file; --frames" in user_error(run_args(tiny_bundle, tmp_path, "--frames", str(frame)), capsys)
+    out = tmp_path / "bundle"
+    msg = user_error(["export", "--run", str(tiny_run), "--out", str(out), "--data", str(tmp_path / "nope")], capsys)
+    assert "is not a folder" in msg and not out.exists()

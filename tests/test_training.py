@@ -77,6 +77,19 @@ def test_resume_refuses_another_config(tiny_run: Path, tiny_scene: Path, tmp_pat
         train(other, tiny_scene, run, resume=True)
 
 
+def test_resume_refuses_other_data_and_a_folder_with_no_run(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    other = tmp_path / "other"
+    shutil.copytree(tiny_scene, other)
+    shutil.rmtree(next((other / "Train").iterdir()))
+    cfg = load_config(TINY)
+    with pytest.raises(UserError, match="trained on other clips"):
+        train(cfg, other, run, resume=True)
+    with pytest.raises(UserError, match="holds no run to continue"):
+        train(cfg, tiny_scene, tmp_path / "empty", resume=True)
+
+
 def test_refuses_to_overwrite_a_trained_run(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

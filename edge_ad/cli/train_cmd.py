@@ -62,6 +62,7 @@ def _calibrate(run: Path, data: Path | None, normal: list[Path] | None = None) -
 
     if data is None:
         rd = RunDir(run)
+        rd.load_config()  # a path that is no run says so, before it is asked which data it trained on
         data = Path(rd.read_json("split")["data_root"]) if rd.split.is_file() else None
         if data is None:
             raise UserError(f"pass --data: {run} does not say which data it was trained on")

@@ -21,9 +21,16 @@ from edge_ad.training.stages import StageContext, encode_codes, train_prior, tra
 Stage = Literal["vqvae", "prior", "all"]
 
 
-def _check_resume(run: RunDir, cfg: Config) -> None:
+def _check_resume(run: RunDir, cfg: Config, data_root: str | Path) -> None:
+    """A resumed run continues the same training: same model and data config, same data."""
     if not run.config.is_file():
-        return
+        raise UserError(f"--resume: {run.root} holds no run to continue; leave out --resume to start one there")
+    if run.split.is_file():  # by clip names, not by path: a data folder may have moved since
+        split = run.read_json("split")
+        clips = {c.name for c in open_ucsd(data_root).train}
+        if set(split.get("train", [])) | set(split.get("val", [])) != clips:
+            where = split.get("data_root", "other data")
+            raise UserError(f"--resume: {run.root} was trained on other clips ({where}); resume it with that --data")
     old = run.load_config()
     if checkpoint.fingerprint(old) != checkpoint.fingerprint(cfg):
         raise UserError(
@@ -55,7 +62,7 @@ def train(cfg: Config, data_root: str | Path, out: str | Path, stage: Stage = "a
     run = RunDir(Path(out))
     run.prepare()
     if resume:
-        _check_resume(run, cfg)
+        _check_resume(run, cfg, data_root)
     elif stage == "all" and (run.vqvae.exists() or run.prior.exists()):
         raise UserError(
             f"{run.root} already holds a trained run; pass --resume to continue it, or choose another --out"
