@@ -406,4 +406,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UserError(f"{p}: expected a mapping of sections (data, model, ...), got {type(loaded).__name__}")
         raw = loaded
     raw = apply_overrides(raw, overrides or [])
-    return config_from_dict(raw, source)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(f"{_blame(e, source, overrides or [])}: {_describe(e)}") from None
+
+
+def _blame(err: ValidationError, source: str, overrides: list[str]) -> str:
+    """Where the bad value came from: an override (a --set, or a flag the CLI turned into one) whose key is
+    the bad key or a section above it, else the config file (or the defaults)."""
+    bad = [".".join(str(p) for p in e["loc"]) for e in err.errors()]
+    keys = {".".join(parse_override(o)[0]): o for o in overrides}
+    hits = [o for k, o in keys.items() if any(b == k or b.startswith(k + ".") for b in bad)]
+    return f"--set {hits[0]}" if hits else source

@@ -1,5 +1,6 @@
 """Config: YAML + overrides validated, errors that name the key."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,19 @@ def test_bad_values_name_the_key(override: str, needle: str) -> None:
     with pytest.raises(UserError) as e:
         load_config(None, [override])
     assert needle in str(e.value)
+
+
+def test_a_bad_value_is_blamed_on_where_it_came_from(tmp_path: Path) -> None:
+    """An override's error names the override, not the file it overrode; the file's own error names the file."""
+    config = tmp_path / "c.yaml"
+    config.write_text("training:\n  epochs: 2\n")
+    with pytest.raises(UserError, match=r"^--set training\.bogus=1: unknown key"):
+        load_config(config, ["training.bogus=1"])
+    with pytest.raises(UserError, match=r"^--set training=\{epochs: x\}: 'training\.epochs'"):
+        load_config(config, ["training={epochs: x}"])  # the section above the bad key
+    config.write_text("training:\n  epochs: x\n")
+    with pytest.raises(UserError, match=rf"^{re.escape(str(config))}: 'training\.epochs'"):
+        load_config(config, ["data.size=[128, 128]"])
 
 
 def test_bad_yaml_file_gives_line(tmp_path: Path) -> None:
