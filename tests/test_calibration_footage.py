@@ -67,7 +67,9 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def test_a_path_holds_a_video_a_frame_folder_or_a_folder_of_either(footage: dict[str, Path], tmp_path: Path) -> None:
+def test_a_path_holds_a_video_a_frame_folder_or_a_folder_of_either(
+    footage: dict[str, Path], tiny_scene: Path, tmp_path: Path
+) -> None:
     (video,) = footage_clips(footage["video"])
     assert (video.kind, video.length, video.width, video.height) == ("video", 48, 128, 96)
     (folder,) = footage_clips(footage["folder"])
@@ -83,6 +85,7 @@ def test_a_path_holds_a_video_a_frame_folder_or_a_folder_of_either(footage: dict
         (footage["broken"], "cannot open"),
         (footage["mixed"], "mixes frames with clip folders or videos"),
         (footage["image"], "is one image; give the folder"),
+        (tiny_scene, "is a dataset root; give its normal clips: --normal .*Train"),
     ]:
         with pytest.raises(UserError, match=message):
             footage_clips(path)

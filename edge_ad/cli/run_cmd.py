@@ -156,6 +156,8 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(config, overrides).runtime
         if decoder not in ("opencv", "ffmpeg"):
             raise UserError(f"--decoder {decoder}: choose opencv or ffmpeg")
+        if hwaccel and decoder != "ffmpeg":
+            raise UserError("--hwaccel needs --decoder ffmpeg (OpenCV's decoder takes no -hwaccel)")
         order = sources_in_order(ctx.meta.get("raw_args", []))
         if order:
             streams = stream_configs(order, name, pace, loop, decoder, hwaccel)

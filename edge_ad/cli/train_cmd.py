@@ -74,3 +74,6 @@ def _calibrate(run: Path, data: Path | None, normal: list[Path] | None = None) -
     if extra:
         where += f" and {extra} of normal footage" + (f" (statistics on {sampled} of them)" if sampled < extra else "")
     typer.echo(f"calibrated on {where}: alert threshold {calib['threshold']:.4g}{note}")
+    for f in calib["normal_footage"]:
+        if f["skipped"]:
+            typer.echo(f"warning: {f['path']}: {f['skipped']} damaged frame(s) skipped", err=True)

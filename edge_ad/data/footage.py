@@ -69,5 +69,7 @@ def footage_clips(path: str | Path) -> list[FootageClip]:
     clips = [_video(v) for v in videos] + [_frames(d, found) for d, found in folders]
     if not clips:
         kinds = " ".join(sorted(VIDEO_EXTENSIONS | IMAGE_EXTENSIONS))
+        if (train := next((d for d in p.iterdir() if d.is_dir() and d.name.lower() == "train"), None)) is not None:
+            raise UserError(f"{p} is a dataset root; give its normal clips: --normal {train}")
         raise UserError(f"{p} holds no footage: no frames, frame folders or video files ({kinds})")
     return sorted(clips, key=lambda c: natural_key(c.path.name))

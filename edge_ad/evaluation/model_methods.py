@@ -37,6 +37,9 @@ class RunMaps:
 
         self._torch = torch
         self.cfg, self.pipeline, self.calibration = load_pipeline(run_dir)
+        if self.calibration is None:
+            print(f"warning: {run_dir} is not calibrated: its maps are not normalised and it has no alert threshold, "
+                  f"so no alert table (run `edge-ad calibrate --run {run_dir}`)")  # fmt: skip
         own = self.pipeline.scorer
         # the scorer of the maps shown alone, and their names: the compared maps, else the run's own (with several)
         self.alone = self._compared(Path(run_dir), compare) if compare else own
