@@ -90,6 +90,15 @@ def test_resume_refuses_other_data_and_a_folder_with_no_run(tiny_run: Path, tiny
         train(cfg, tiny_scene, tmp_path / "empty", resume=True)
 
 
+def test_data_with_no_training_clips_leaves_no_run_folder(tiny_scene: Path, tmp_path: Path) -> None:
+    tests_only = tmp_path / "tests_only"
+    shutil.copytree(tiny_scene / "Test", tests_only / "Test")
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match="has no training clips"):
+        train(load_config(TINY), tests_only, out)
+    assert not out.exists()
+
+
 def test_refuses_to_overwrite_a_trained_run(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

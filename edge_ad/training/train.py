@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from edge_ad.config import Config
-from edge_ad.data.ucsd import open_ucsd
+from edge_ad.data.ucsd import UCSDDataset, open_ucsd
 from edge_ad.errors import UserError
 from edge_ad.models.vqvae import VQVAE
 from edge_ad.training import checkpoint
@@ -39,13 +39,18 @@ def _check_resume(run: RunDir, cfg: Config, data_root: str | Path) -> None:
         )
 
 
+def training_data(data_root: str | Path) -> UCSDDataset:
+    ds = open_ucsd(data_root)
+    if not ds.train:
+        raise UserError(f"{data_root} has no training clips: expected Train/TrainNNN folders of normal footage")
+    return ds
+
+
 def load_training_frames(
     cfg: Config, data_root: str | Path, run: RunDir | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) tensors [N, C, H, W] float16 from the Train/ clips, split by clip."""
-    ds = open_ucsd(data_root)
-    if not ds.train:
-        raise UserError(f"{data_root} has no training clips: expected Train/TrainNNN folders of normal footage")
+    ds = training_data(data_root)
     check_frame_sizes(ds.train)
     train_clips, val_clips = split_clips(ds.train, cfg.data.val_fraction, cfg.training.seed)
     if run is not None and is_main():
@@ -59,6 +64,7 @@ def load_training_frames(
 
 
 def train(cfg: Config, data_root: str | Path, out: str | Path, stage: Stage = "all", resume: bool = False) -> RunDir:
+    training_data(data_root)  # before the run folder is made: a wrong --data leaves nothing behind
     run = RunDir(Path(out))
     run.prepare()
     if resume:
