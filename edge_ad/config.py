@@ -413,9 +413,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def _blame(err: ValidationError, source: str, overrides: list[str]) -> str:
-    """Where the bad value came from: an override (a --set, or a flag the CLI turned into one) whose key is
-    the bad key or a section above it, else the config file (or the defaults)."""
+    """Where the bad values came from: the overrides (a --set, or a flag the CLI turned into one) whose key
+    is a bad key, a section above one or a key inside a bad section (a section's own check, such as two of
+    its options that do not go together), else the config file (or the defaults)."""
     bad = [".".join(str(p) for p in e["loc"]) for e in err.errors()]
-    keys = {".".join(parse_override(o)[0]): o for o in overrides}
-    hits = [o for k, o in keys.items() if any(b == k or b.startswith(k + ".") for b in bad)]
-    return f"--set {hits[0]}" if hits else source
+
+    def related(key: str, b: str) -> bool:
+        return not b or b == key or b.startswith(key + ".") or key.startswith(b + ".")
+
+    hits = [o for o in overrides if any(related(".".join(parse_override(o)[0]), b) for b in bad)]
+    return ", ".join(f"--set {o}" for o in hits) if hits else source

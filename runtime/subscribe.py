@@ -61,11 +61,15 @@ def open_subscriber(
         try:
             sock.curve_serverkey = _public_key(server_key)
             public, secret = _client_keys(client_key_file) if client_key_file else zmq.curve_keypair()
+            sock.curve_publickey, sock.curve_secretkey = public, secret
+        except zmq.ZMQError as e:  # a certificate whose key is not 40 Z85 characters
+            sock.close()
+            ctx.term()
+            raise UserError(f"a CURVE key is malformed ({e.strerror}); give 40-character Z85 keys") from None
         except UserError:
             sock.close()
             ctx.term()
             raise
-        sock.curve_publickey, sock.curve_secretkey = public, secret
     for topic in topics or [""]:
         sock.setsockopt_string(zmq.SUBSCRIBE, topic)
     try:

@@ -50,6 +50,9 @@ def test_a_bad_value_is_blamed_on_where_it_came_from(tmp_path: Path) -> None:
         load_config(config, ["training.bogus=1"])
     with pytest.raises(UserError, match=r"^--set training=\{epochs: x\}: 'training\.epochs'"):
         load_config(config, ["training={epochs: x}"])  # the section above the bad key
+    # a section's own check (two options that do not go together) names both overrides that set them
+    with pytest.raises(UserError, match=r"^--set scoring\.frame_score=max, --set scoring\.extra_topk_fractions="):
+        load_config(config, ["scoring.frame_score=max", "scoring.extra_topk_fractions=[0.1]", "training.epochs=3"])
     config.write_text("training:\n  epochs: x\n")
     with pytest.raises(UserError, match=rf"^{re.escape(str(config))}: 'training\.epochs'"):
         load_config(config, ["data.size=[128, 128]"])

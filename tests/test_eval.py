@@ -183,3 +183,38 @@ def test_baselines_are_calibrated_on_the_clips_our_threshold_was_set_on(
     # the older rule (one training clip) gives another threshold on this scene, so the check above can fail
     older = baseline_methods(cfg, warm, [train[-2].load_frames()])
     assert any(m.alert_threshold != pytest.approx(expected[m.name]) for m in older)
+
+
+def test_baselines_fall_back_to_a_training_clip_when_our_footage_is_not_there(
+    tiny_run: Path, tiny_scene: Path, tmp_path: Path, capsys
+) -> None:
+    """A bundle evaluated elsewhere: its validation clips and footage are not in this data. The baselines are
+    then calibrated on a training clip, with a warning that the alert table no longer compares like with like."""
+    from edge_ad.config import load_config
+    from edge_ad.data.ucsd import open_ucsd
+    from edge_ad.evaluation.evaluate import WARM_UP_FRAMES, baseline_methods
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    calib = json.loads((run / "calibration.json").read_text())
+    calib.update(val_clips=["Train999"], normal_footage=[{"path": str(tmp_path / "gone.mp4"), "frames": 10}])
+    (run / "calibration.json").write_text(json.dumps(calib))
+    results = evaluate(tiny_scene, tmp_path / "r", run=run, max_clips=1)
+    out = capsys.readouterr().out
+    assert "gone.mp4, normal footage our threshold was set on, is not here" in out
+    assert "does not compare like with like" in out
+    train = open_ucsd(tiny_scene).train
+    cfg = load_config(run / "config.yaml").to_dict()
+    older = baseline_methods(cfg, train[-1].load_frames()[:WARM_UP_FRAMES], [train[-2].load_frames()])
+    assert {m.name: results.alerts[m.name].threshold for m in older} == pytest.approx(
+        {m.name: m.alert_threshold for m in older}
+    )
+
+
+def test_an_uncalibrated_run_is_evaluated_with_its_baselines(tiny_run: Path, tiny_scene: Path, tmp_path: Path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "calibration.json").unlink()
+    results = evaluate(tiny_scene, tmp_path / "r", run=run, max_clips=1)
+    assert "is not calibrated" in capsys.readouterr().out
+    assert "edge-ad" not in results.alerts and "frame-diff-k1" in results.alerts

@@ -291,3 +291,12 @@ def test_paths_of_the_wrong_kind_are_named_as_such(
     out = tmp_path / "bundle"
     msg = user_error(["export", "--run", str(tiny_run), "--out", str(out), "--data", str(tmp_path / "nope")], capsys)
     assert "is not a folder" in msg and not out.exists()
+
+
+def test_a_certificate_with_a_malformed_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    server_public, _ = zmq.curve_keypair()
+    cert = tmp_path / "client.key_secret"
+    cert.write_text('metadata\ncurve\n    public-key = "abc"\n    secret-key = "abc"\n')
+    argv = ["subscribe", "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.3",
+            "--server-key", server_public.decode(), "--client-key", str(cert)]  # fmt: skip
+    assert "malformed" in user_error(argv, capsys)

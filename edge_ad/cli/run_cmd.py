@@ -175,7 +175,9 @@ def register(app: typer.Typer) -> None:
         endpoint: str = typer.Option("tcp://127.0.0.1:5556", "--endpoint", help="Where `edge-ad run` publishes."),
         count: int = typer.Option(None, "--count", min=1, help="Exit after N messages."),
         as_json: bool = typer.Option(False, "--json", help="One JSON object per message (header + payload size)."),
-        timeout: float = typer.Option(None, "--timeout", min=0.0, help="Fail after this many seconds without a message."),
+        timeout: float = typer.Option(
+            None, "--timeout", min=0.0, help="Fail after this many seconds without a message."
+        ),
         server_key: str = typer.Option(None, "--server-key", help="CURVE: the server's public key or its cert."),
         client_key: Path = typer.Option(None, "--client-key", help="CURVE: this client's secret cert file."),
     ) -> None:

@@ -50,16 +50,17 @@ class PixelBaseline:
         """What calibration does for the model, on this method's maps of normal clips: standardise the frame
         score's areas (nothing to do for one area), then set the alert threshold from the false-alarm budget.
         Each clip starts clean, as a test clip does (a frame difference across two clips' seam is no motion),
-        and so does the method afterwards: calibrating leaves no temporal state behind."""
-        maps = []
-        for clip in normal_clips:
-            self.reset()
-            maps.append(self.maps(clip))
-        self.reset()
-        joined = np.concatenate(maps)
+        and so does the method afterwards: calibrating leaves no temporal state behind. Only scores are kept
+        (the maps of an hour of footage would not fit), so several areas cost a second pass."""
         if self.rule.needs_fit:
-            self.rule.fit(joined)
-        self.alert_threshold = frame_threshold(self.rule(joined), false_alarms_per_hour, fps)["threshold"]
+            self.rule.fit(np.concatenate([self._fresh_maps(clip) for clip in normal_clips]))
+        scores = np.concatenate([self.rule(self._fresh_maps(clip)) for clip in normal_clips])
+        self.reset()
+        self.alert_threshold = frame_threshold(scores, false_alarms_per_hour, fps)["threshold"]
+
+    def _fresh_maps(self, clip: np.ndarray) -> np.ndarray:
+        self.reset()
+        return self.maps(clip)
 
 
 class FrameDifference(PixelBaseline):

@@ -81,7 +81,7 @@ class RunDir:
         path = getattr(self, name)
         try:
             data = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, IsADirectoryError):
             data = None
         if not isinstance(data, dict):
             raise UserError(f"{path} is damaged (not a JSON object); {_REMAKE.get(name, 'train the run again')}")

@@ -66,13 +66,13 @@ def load_training_frames(
 def train(cfg: Config, data_root: str | Path, out: str | Path, stage: Stage = "all", resume: bool = False) -> RunDir:
     training_data(data_root)  # before the run folder is made: a wrong --data leaves nothing behind
     run = RunDir(Path(out))
-    run.prepare()
-    if resume:
+    if resume:  # before prepare(): a --resume of nothing leaves no folder behind
         _check_resume(run, cfg, data_root)
     elif stage == "all" and (run.vqvae.exists() or run.prior.exists()):
         raise UserError(
             f"{run.root} already holds a trained run; pass --resume to continue it, or choose another --out"
         )
+    run.prepare()
     device = pick_device(cfg.training.device)
     if cfg.training.num_threads:
         torch.set_num_threads(cfg.training.num_threads)
