@@ -96,3 +96,21 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(lines) == 1 and lines[0].startswith("edge-ad: error: "), err
     assert re.search(message, lines[0]), lines[0]
     assert not (tmp_path / "s").exists()
+
+
+def test_masks_eval_would_refuse_are_warned_about(
+    scene: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    data = tmp_path / "scene"
+    shutil.copytree(scene, data)
+    for p in (data / "Test" / "Test002_gt").iterdir():
+        cv2.imwrite(str(p), np.zeros((32, 48), np.uint8))
+    code, out, _ = _cli(["data", "info", str(data)], capsys)
+    assert code == 0
+    assert "warning: Test002: masks are 32x48 but frames are 64x96" in out
+    assert "Test001:" not in out.split("warning:", 1)[1]  # the other clips' masks are fine
+    code, out, _ = _cli(["data", "info", str(data), "--json"], capsys)
+    problems = {c["name"]: c["problems"] for c in json.loads(out)["test"]["per_clip"]}
+    assert problems == {"Test001": [], "Test002": ["masks are 32x48 but frames are 64x96"], "Test003": []}

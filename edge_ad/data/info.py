@@ -30,7 +30,22 @@ def _test_clip_info(clip: Clip) -> dict[str, Any]:
         "has_masks": masks is not None,
         "mask_coverage": coverage,  # mean fraction of anomalous pixels in this clip's anomalous frames
         "masked_frames": covered,  # anomalous frames with a non-empty mask, which the coverage is over
+        "problems": _clip_problems(clip, masks),
     }
+
+
+def _clip_problems(clip: Clip, masks) -> list[str]:
+    """What eval would refuse in this clip, said here first: labels or masks that do not match its frames."""
+    problems = []
+    if clip.labels is not None and len(clip.labels) != len(clip):
+        problems.append(f"{len(clip.labels)} frame labels for {len(clip)} frames")
+    if masks is not None and clip.frame_paths:
+        frame = clip.read_frame(0).shape[:2]
+        if len(masks) != len(clip):
+            problems.append(f"{len(masks)} masks for {len(clip)} frames")
+        if masks.shape[1:3] != frame:
+            problems.append(f"masks are {masks.shape[1]}x{masks.shape[2]} but frames are {frame[0]}x{frame[1]}")
+    return problems
 
 
 def dataset_info(root: str | Path) -> dict[str, Any]:
@@ -103,3 +118,6 @@ def render_info(info: dict[str, Any]) -> None:
             _pct(t["mask_coverage"], 2),
         )
     console.print(table)
+    for t in test["per_clip"]:
+        for problem in t["problems"]:
+            console.print(f"warning: {t['name']}: {problem}; edge-ad eval will refuse this clip", soft_wrap=True)
