@@ -145,6 +145,8 @@ def evaluate(
         size = tuple(cfg["data"]["size"])
         methods += baseline_methods(cfg, *_baseline_footage(ds.train, calibration or {}, size))
     ev = Evaluator(methods, eval_size=tuple(cfg["data"]["size"]), alerts=alerts, fps=cfg["scoring"]["assumed_fps"])
+    if max_clips and max_clips > len(ds.test):
+        print(f"note: --clips {max_clips}, but {data_root} has {len(ds.test)} test clips; scoring all of them")
     clips = ds.test[:max_clips] if max_clips else ds.test
     unlabeled = [c.name for c in clips if c.labels is None]
     if len(unlabeled) == len(clips):
