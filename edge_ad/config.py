@@ -369,11 +369,12 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+def config_from_dict(raw: dict[str, Any], source: str = "config", overrides: list[str] | None = None) -> Config:
+    """``overrides``: the ones already applied to ``raw``; an error they caused names them, not ``source``."""
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise UserError(f"{source}: {_describe(e)}") from None
+        raise UserError(f"{_blame(e, source, overrides or [])}: {_describe(e)}") from None
 
 
 CONFIG_NAMES = "ucsd_ped1, ucsd_ped2, synthetic, tiny"
@@ -406,10 +407,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UserError(f"{p}: expected a mapping of sections (data, model, ...), got {type(loaded).__name__}")
         raw = loaded
     raw = apply_overrides(raw, overrides or [])
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as e:
-        raise UserError(f"{_blame(e, source, overrides or [])}: {_describe(e)}") from None
+    return config_from_dict(raw, source, overrides)
 
 
 def _blame(err: ValidationError, source: str, overrides: list[str]) -> str:

@@ -24,11 +24,11 @@ from threading import Event
 
 import numpy as np
 import zmq
-import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from edge_ad.alerting import AlertEvent
 from edge_ad.errors import UserError
+from edge_ad.runtime.curve import secret_certificate
 
 VERSION = 1
 SECRET_ENV = "EDGE_AD_CURVE_SECRET_KEY"
@@ -45,16 +45,7 @@ def encode_map(amap: np.ndarray, dtype: str, map_scale: float) -> np.ndarray:
 def load_server_keys(secret_file: str | None) -> tuple[bytes, bytes]:
     """(public, secret) for a CURVE server: from a zmq certificate file, or a Z85 secret in the environment."""
     if secret_file:
-        path = Path(secret_file)
-        if not path.is_file():
-            raise UserError(f"CURVE secret key file not found: {path}")
-        try:
-            public, secret = zmq.auth.load_certificate(path)
-        except (ValueError, OSError) as e:
-            raise UserError(f"{path}: not a zmq certificate ({e})") from None
-        if not secret:
-            raise UserError(f"{path} holds only a public key; give the server's .key_secret file")
-        return public, secret
+        return secret_certificate(Path(secret_file), "server", "runtime.curve_secret_file")
     env = os.environ.get(SECRET_ENV, "").strip()
     if env:
         try:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import zmq
-import zmq.auth
 
 from edge_ad.errors import UserError
+from edge_ad.runtime.curve import public_certificate, secret_certificate
 
 _Z85_KEY = re.compile(r"^[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 
@@ -27,58 +27,48 @@ def _public_key(value: str) -> bytes:
         return value.encode()
     path = Path(value)
     if path.is_file():
-        try:
-            return zmq.auth.load_certificate(path)[0]
-        except (ValueError, OSError) as e:
-            raise UserError(f"{path}: not a zmq certificate ({e})") from None
+        return public_certificate(path)[0]
     raise UserError(f"--server-key: '{value}' is neither a 40-character Z85 key nor a certificate file")
 
 
-def _client_keys(path_text: str) -> tuple[bytes, bytes]:
-    path = Path(path_text)
-    if not path.is_file():
-        raise UserError(f"--client-key: {path} is not a file; give the client's .key_secret certificate")
-    try:
-        public, secret = zmq.auth.load_certificate(path)
-    except (ValueError, OSError) as e:
-        raise UserError(f"{path}: not a zmq certificate ({e})") from None
-    if not secret:
-        raise UserError(f"{path} holds only a public key; give the client's .key_secret file")
-    return public, secret
+def _curve_keys(server_key: str | None, client_key_file: str | None) -> tuple[bytes, bytes, bytes] | None:
+    """(server public, client public, client secret), or None without CURVE; read before any socket exists."""
+    if not server_key:
+        if client_key_file:
+            raise UserError("--client-key needs --server-key (the publisher's public key): CURVE needs both ends' keys")
+        return None
+    client = secret_certificate(Path(client_key_file), "client", "--client-key") if client_key_file else None
+    return (_public_key(server_key), *(client or zmq.curve_keypair()))
 
 
 def open_subscriber(
     endpoint: str, topics: list[str], server_key: str | None = None, client_key_file: str | None = None
 ) -> tuple[zmq.Context, zmq.Socket]:
+    keys = _curve_keys(server_key, client_key_file)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
-    if client_key_file and not server_key:
+    try:
+        _configure(sock, keys, topics, endpoint)
+    except UserError:
         sock.close()
         ctx.term()
-        raise UserError("--client-key needs --server-key (the publisher's public key): CURVE needs both ends' keys")
-    if server_key:
+        raise
+    return ctx, sock
+
+
+def _configure(sock: zmq.Socket, keys: tuple[bytes, bytes, bytes] | None, topics: list[str], endpoint: str) -> None:
+    if keys is not None:
         try:
-            sock.curve_serverkey = _public_key(server_key)
-            public, secret = _client_keys(client_key_file) if client_key_file else zmq.curve_keypair()
-            sock.curve_publickey, sock.curve_secretkey = public, secret
+            sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = keys
         except zmq.ZMQError as e:  # a certificate whose key is not 40 Z85 characters
-            sock.close()
-            ctx.term()
             raise UserError(f"a CURVE key is malformed ({e.strerror}); give 40-character Z85 keys") from None
-        except UserError:
-            sock.close()
-            ctx.term()
-            raise
     for topic in topics or [""]:
         sock.setsockopt_string(zmq.SUBSCRIBE, topic)
     try:
         sock.connect(endpoint)
     except zmq.ZMQError as e:
-        sock.close()
-        ctx.term()
         raise UserError(f"cannot connect to {endpoint}: {e.strerror} (expected e.g. tcp://127.0.0.1:5556)") from None
-    return ctx, sock
 
 
 def describe(topic: str, header: dict, payload: bytes) -> str:

@@ -156,6 +156,17 @@ def test_cli_calibrates_on_footage_and_says_how_much(edited_run, tiny_scene: Pat
     assert "and 48 of normal footage: alert threshold" in done.stdout
 
 
+def test_cli_warns_of_damaged_footage_frames_it_skipped(edited_run, tiny_scene: Path, footage, tmp_path: Path) -> None:
+    run = edited_run(lambda cfg: None)
+    folder = tmp_path / "morning"
+    shutil.copytree(footage["folder"], folder)
+    sorted(folder.iterdir())[5].write_bytes(b"not a frame")
+    done = _calibrate_cli(run, tiny_scene, folder)
+    assert done.returncode == 0, done.stderr
+    assert "and 47 of normal footage" in done.stdout
+    assert f"warning: {folder.resolve()}: 1 damaged frame(s) skipped" in done.stderr
+
+
 @pytest.mark.parametrize(
     ("which", "message"),
     [

@@ -288,6 +288,8 @@ def test_paths_of_the_wrong_kind_are_named_as_such(
     assert "run directory not found" in user_error(["calibrate", "--run", str(tmp_path / "nope")], capsys)
     assert "is a folder; --video" in user_error(run_args(tiny_bundle, tmp_path, "--video", str(clip)), capsys)
     assert "is a file; --frames" in user_error(run_args(tiny_bundle, tmp_path, "--frames", str(frame)), capsys)
+    msg = user_error(run_args(tiny_bundle, tmp_path, "--url", "rtsp://127.0.0.1:9/x", "--hwaccel", "cuda"), capsys)
+    assert "--hwaccel needs --decoder ffmpeg" in msg
     out = tmp_path / "bundle"
     msg = user_error(["export", "--run", str(tiny_run), "--out", str(out), "--data", str(tmp_path / "nope")], capsys)
     assert "is not a folder" in msg and not out.exists()
@@ -300,3 +302,20 @@ def test_a_certificate_with_a_malformed_key(tmp_path: Path, capsys: pytest.Captu
     argv = ["subscribe", "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.3",
             "--server-key", server_public.decode(), "--client-key", str(cert)]  # fmt: skip
     assert "malformed" in user_error(argv, capsys)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--data", "x", "--run", "x", "--clips", "0"],
+        ["export", "--run", "x", "--out", "y", "--batch", "0"],
+        ["bench", "--bundle", "x", "--batch", "0"],
+        ["bench", "--bundle", "x", "--frames", "-5"],
+        ["subscribe", "--timeout", "-1"],
+    ],
+)
+def test_counts_out_of_range_are_refused_before_anything_runs(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "greater than or equal to" in capsys.readouterr().err

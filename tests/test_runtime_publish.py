@@ -237,3 +237,16 @@ def test_subscribe_cli_speaks_curve(tmp_path: Path, capsys: pytest.CaptureFixtur
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("heartbeat.cam seq=") for line in lines)
     assert "state=running frames=3" in lines[0]
+
+
+def test_a_server_key_file_that_cannot_serve(tmp_path: Path) -> None:
+    public_file, _ = zmq.auth.create_certificates(tmp_path, "server")
+    junk = tmp_path / "junk.key_secret"
+    junk.write_text("not a certificate")
+    for path, message in [
+        (tmp_path / "nope.key_secret", "runtime.curve_secret_file: .* is not a file"),
+        (junk, "not a zmq certificate"),
+        (public_file, "holds only a public key; give the server's .key_secret file"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            Publisher(free_endpoint(), 10, Drops(), curve=True, curve_secret_file=str(path))

@@ -21,13 +21,13 @@ from edge_ad.training.stages import StageContext, encode_codes, train_prior, tra
 Stage = Literal["vqvae", "prior", "all"]
 
 
-def _check_resume(run: RunDir, cfg: Config, data_root: str | Path) -> None:
+def _check_resume(run: RunDir, cfg: Config, ds: UCSDDataset) -> None:
     """A resumed run continues the same training: same model and data config, same data."""
     if not run.config.is_file():
         raise UserError(f"--resume: {run.root} holds no run to continue; leave out --resume to start one there")
     if run.split.is_file():  # by clip names, not by path: a data folder may have moved since
         split = run.read_json("split")
-        clips = {c.name for c in open_ucsd(data_root).train}
+        clips = {c.name for c in ds.train}
         if set(split.get("train", [])) | set(split.get("val", [])) != clips:
             where = split.get("data_root", "other data")
             raise UserError(f"--resume: {run.root} was trained on other clips ({where}); resume it with that --data")
@@ -64,10 +64,10 @@ def load_training_frames(
 
 
 def train(cfg: Config, data_root: str | Path, out: str | Path, stage: Stage = "all", resume: bool = False) -> RunDir:
-    training_data(data_root)  # before the run folder is made: a wrong --data leaves nothing behind
+    ds = training_data(data_root)  # before the run folder is made: a wrong --data leaves nothing behind
     run = RunDir(Path(out))
     if resume:  # before prepare(): a --resume of nothing leaves no folder behind
-        _check_resume(run, cfg, data_root)
+        _check_resume(run, cfg, ds)
     elif stage == "all" and (run.vqvae.exists() or run.prior.exists()):
         raise UserError(
             f"{run.root} already holds a trained run; pass --resume to continue it, or choose another --out"
