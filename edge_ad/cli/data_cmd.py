@@ -53,4 +53,28 @@ def register(app: typer.Typer) -> None:
         else:
             render_info(summary)
 
+    @data.command("import")
+    def import_(
+        sources: list[Path] = typer.Argument(..., help="Video files, or folders of them (a day of recordings)."),
+        out: Path = typer.Option(..., "--out", help="Dataset folder (UCSD layout); made if missing, added to if not."),
+        test: bool = typer.Option(False, "--test", help="Write Test/ clips (label them in a UCSD*.m file)."),
+        fps: float = typer.Option(10.0, "--fps", help="Frame rate to keep: the config's scoring.assumed_fps."),
+        clip_seconds: float = typer.Option(20.0, "--clip-seconds", help="Length of each clip (UCSD's are 20 s)."),
+        size: str | None = typer.Option(None, "--size", help="Resize frames to HEIGHTxWIDTH (default: as recorded)."),
+        source_fps: float | None = typer.Option(None, "--source-fps", help="The recordings' rate, if they lie."),
+    ) -> None:
+        """Cut recordings into clip folders of a UCSD-layout dataset, resampled to the model's frame rate."""
+        from edge_ad.data.importer import import_recordings
+
+        summary = import_recordings(
+            sources,
+            out,
+            split="test" if test else "train",
+            fps=fps,
+            clip_seconds=clip_seconds,
+            size=parse_size(size) if size else None,
+            source_fps=source_fps,
+        )
+        typer.echo(summary.describe(fps))
+
     app.add_typer(data, name="data")

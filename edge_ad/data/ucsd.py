@@ -172,7 +172,7 @@ class UCSDDataset:
         return self._shape
 
 
-def _find_child(folder: Path, name: str) -> Path | None:
+def find_child(folder: Path, name: str) -> Path | None:
     """``Train`` or ``train``: the layout is case-insensitive because archives get re-packed on other systems."""
     for p in folder.iterdir():
         if p.is_dir() and p.name.lower() == name.lower():
@@ -238,7 +238,7 @@ def _attach_labels(test: list[Clip], gt: list[FrameRanges | None] | None, gt_fil
 def _layout_error(root: Path) -> UserError:
     """Point at a nested dataset (``UCSD_Anomaly_Dataset.v1p2/UCSDped1``) when the user gave its parent."""
     nested = [p for p in sorted(root.iterdir(), key=lambda p: natural_key(p.name)) if p.is_dir() and is_visible(p)]
-    nested = [p for p in nested if _find_child(p, "Train") or _find_child(p, "Test")]
+    nested = [p for p in nested if find_child(p, "Train") or find_child(p, "Test")]
     hint = f"; did you mean {nested[0]}?" if nested else ""
     return UserError(f"{root} is not a UCSD-layout dataset: {LAYOUT_HINT}{hint}")
 
@@ -250,7 +250,7 @@ def open_ucsd(root: str | Path, require_test_labels: bool = False) -> UCSDDatase
         raise UserError(f"dataset folder {root} does not exist; {LAYOUT_HINT}")
     if not root.is_dir():
         raise UserError(f"{root} is a file, not a dataset folder; {LAYOUT_HINT}")
-    train_dir, test_dir = _find_child(root, "Train"), _find_child(root, "Test")
+    train_dir, test_dir = find_child(root, "Train"), find_child(root, "Test")
     train_dirs, test_dirs = clip_dirs(train_dir), clip_dirs(test_dir)
     if not train_dirs and not test_dirs:
         raise _layout_error(root)

@@ -1,0 +1,132 @@
+"""``edge-ad data import``: real video files written with OpenCV, cut into clip folders the dataset reader opens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_ad.cli.main import main
+from edge_ad.data.importer import import_recordings
+from edge_ad.data.ucsd import open_ucsd, read_image
+
+
+def _write_video(path: Path, n: int, fps: float, size: tuple[int, int] = (48, 64)) -> Path:
+    """Frame i carries i in binary, one 8x8 block a bit (JPEG keeps black and white blocks apart), so a
+    written frame tells which source frame it was."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (size[1], size[0]))
+    assert writer.isOpened()
+    for i in range(n):
+        frame = np.zeros((*size, 3), np.uint8)
+        for bit in range(7):
+            frame[:8, 8 * bit : 8 * bit + 8] = 255 * ((i >> bit) & 1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def _index(image: np.ndarray) -> int:
+    return sum(1 << bit for bit in range(7) if image[:8, 8 * bit : 8 * bit + 8].mean() > 128)
+
+
+def _source_frames(clip_dir: Path) -> list[int]:
+    return [_index(read_image(p)) for p in sorted(clip_dir.glob("*.png"))]
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_30_fps_recording_becomes_10_fps_clips(tmp_path: Path) -> None:
+    video = _write_video(tmp_path / "cam.avi", n=90, fps=30.0)
+    summary = import_recordings([video], tmp_path / "data", fps=10.0, clip_seconds=1.0)
+    assert summary.clips == ["Train001", "Train002", "Train003"] and summary.frames == 30 and summary.read == 90
+    train = tmp_path / "data" / "Train"
+    assert _source_frames(train / "Train001") == list(range(0, 30, 3))  # every third frame, from the first
+    assert _source_frames(train / "Train003") == list(range(60, 90, 3))
+    dataset = open_ucsd(tmp_path / "data")
+    assert [len(c) for c in dataset.train] == [10, 10, 10] and dataset.frame_shape == (48, 64, 3)
+
+
+def test_a_25_fps_recording_keeps_the_frame_at_or_after_each_tick(tmp_path: Path) -> None:
+    video = _write_video(tmp_path / "cam.avi", n=25, fps=25.0)
+    import_recordings([video], tmp_path / "data", fps=10.0, clip_seconds=10.0)
+    # ticks every 0.1 s: frames 0 (0 s), 3 (0.12 s), 5 (0.2 s), 8 (0.32 s), ...
+    assert _source_frames(tmp_path / "data" / "Train" / "Train001") == [0, 3, 5, 8, 10, 13, 15, 18, 20, 23]
+
+
+def test_more_footage_is_numbered_after_the_clips_already_there(tmp_path: Path) -> None:
+    video = _write_video(tmp_path / "cam.avi", n=20, fps=10.0)
+    import_recordings([video], tmp_path / "data", fps=10.0, clip_seconds=1.0)
+    later = import_recordings([tmp_path], tmp_path / "data", fps=10.0, clip_seconds=2.0)  # a folder of videos
+    assert later.clips == ["Train003"] and _source_frames(later.split_dir / "Train003") == list(range(20))
+
+
+def test_test_clips_and_a_resize(tmp_path: Path) -> None:
+    video = _write_video(tmp_path / "cam.avi", n=12, fps=10.0)
+    summary = import_recordings([video], tmp_path / "data", split="test", clip_seconds=0.5, size=(24, 32))
+    assert summary.clips == ["Test001", "Test002", "Test003"] and summary.frames == 12
+    assert read_image(tmp_path / "data" / "Test" / "Test002" / "001.png").shape == (24, 32, 3)
+
+
+def test_no_clip_spans_damaged_frames(tmp_path: Path) -> None:
+    """A dropped stretch in the middle: the difference across it would be motion that never happened."""
+    video = _write_video(tmp_path / "cam.avi", n=20, fps=10.0)
+    data = bytearray(video.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    for k in (8, 9):
+        data[starts[k] : starts[k] + 200] = bytes(200)
+    video.write_bytes(bytes(data))
+    summary = import_recordings([video], tmp_path / "data", clip_seconds=100.0)
+    assert summary.skipped == 2 and summary.clips == ["Train001", "Train002"]
+    train = tmp_path / "data" / "Train"
+    assert _source_frames(train / "Train001") == list(range(8))
+    assert _source_frames(train / "Train002") == list(range(10, 20))
+
+
+def test_the_cli_prints_what_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = _write_video(tmp_path / "cam.avi", n=60, fps=30.0)
+    code, out, _ = _cli(["data", "import", str(video), "--out", str(tmp_path / "d"), "--clip-seconds", "1"], capsys)
+    assert code == 0, out
+    assert "wrote 2 clips, 20 frames at 10 frames/s (2.0 s)" in out and "read 60 frames from 1 recording at 30" in out
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", r"normal footage .*nope.avi does not exist"),
+        ("frames", r"is a folder of frames, already in the layout's form"),
+        ("slow", r"runs at 5 frames/s, below --fps 10: import at --fps 5"),
+        ("out_is_file", r"--out .* is a file"),
+        ("zero_fps", r"--fps and --clip-seconds must be positive"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, message: str) -> None:
+    import re
+
+    video = _write_video(tmp_path / "cam.avi", n=10, fps=5.0 if case == "slow" else 10.0)
+    out = tmp_path / "data"
+    source = str(video)
+    extra: list[str] = []
+    if case == "missing":
+        source = str(tmp_path / "nope.avi")
+    elif case == "frames":
+        (tmp_path / "frames").mkdir()
+        cv2.imwrite(str(tmp_path / "frames" / "001.png"), np.zeros((8, 8), np.uint8))
+        source = str(tmp_path / "frames")
+    elif case == "out_is_file":
+        out.write_text("x")
+    elif case == "zero_fps":
+        extra = ["--fps", "0"]
+    code, stdout, err = _cli(["data", "import", source, "--out", str(out), *extra], capsys)
+    assert code == 2 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and re.search(message, lines[0]), err
