@@ -284,6 +284,9 @@ class RuntimeConfig(Section):
     wait_subscribers: int = Field(0, ge=0)
     wait_subscribers_s: float = Field(10.0, gt=0.0)
     pace: Literal["realtime", "max"] = "realtime"
+    # Frames a second scored of each stream; None: the bundle's (scoring.assumed_fps, the rate its motion
+    # channel and thresholds were set at), 0: every frame. A faster source gives the frames at that rate.
+    analysis_fps: float | None = Field(None, ge=0.0)
     backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     # ONNX Runtime: execution providers in order of preference ([] = CPU), intra-op threads (None = cores).
     providers: list[str] = Field(default_factory=list)

@@ -76,6 +76,14 @@ class Bundle:
         return [int(k) for k in self.manifest["input"]["temporal_offsets"]]
 
     @property
+    def fps(self) -> float | None:
+        """The frame rate the model was trained and calibrated at; older bundles have it in their config only."""
+        rate = self.manifest["input"].get("fps")
+        if rate is None:
+            rate = self.manifest.get("config", {}).get("scoring", {}).get("assumed_fps")
+        return float(rate) if rate else None
+
+    @property
     def channels(self) -> int:
         return int(self.manifest["input"]["channels"])
 
@@ -135,8 +143,8 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
             raise UserError(f"{mpath}: corrupt manifest (no '{key}'); export the bundle again")
     bundle = Bundle(root, manifest)
     try:  # what the runtime reads first: a hand edit should fail here, in one line, not mid-stream
-        bundle.input_size, bundle.grayscale, bundle.temporal_offsets, bundle.channels  # noqa: B018
-    except (KeyError, TypeError, ValueError):
+        bundle.input_size, bundle.grayscale, bundle.temporal_offsets, bundle.channels, bundle.fps  # noqa: B018
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise UserError(
             f"{mpath}: corrupt manifest (its 'input' entry is malformed); export the bundle again"
         ) from None

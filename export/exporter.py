@@ -90,6 +90,7 @@ def export_bundle(
             "channels": cfg.data.in_channels,
             "channel_names": channel_names(cfg.data.temporal_offsets, cfg.data.grayscale),
             "range": [0.0, 1.0],
+            "fps": cfg.scoring.assumed_fps,  # the runtime scores a faster source at this rate
         },
         "outputs": {"anomaly_map": [1, *cfg.data.size], "frame_score": []},
         "calibration": calib,

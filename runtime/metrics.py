@@ -37,6 +37,13 @@ class RuntimeMetrics:
             ["stream", "reason"],
             registry=r,
         )
+        self.decimated = Counter(
+            "edge_ad_frames_decimated",
+            "Frames read but not scored, per stream: the source runs faster than the model's frame rate "
+            "(runtime.analysis_fps), so only the frames at that rate are scored. Not lost: never meant for the model.",
+            ["stream"],
+            registry=r,
+        )
         stage_help = "Time per frame (per batch for inference) in each stage."
         self.stage = Histogram("edge_ad_stage_seconds", stage_help, ["stage"], buckets=STAGE_BUCKETS, registry=r)
         latency_help = "From frame capture to its map being published."
@@ -56,7 +63,8 @@ class RuntimeMetrics:
 
     def add_stream(self, stream: str) -> None:
         """Create every series of a stream at zero, so rates and absent-series alerts work from the start."""
-        for metric in (self.frames, self.latency, self.score, self.alerts, self.reconnects, self.queue_depth):
+        series = (self.frames, self.decimated, self.latency, self.score, self.alerts, self.reconnects)
+        for metric in (*series, self.queue_depth):
             metric.labels(stream)
         for reason in DROP_REASONS:
             self.dropped.labels(stream, reason)

@@ -34,6 +34,7 @@ from edge_ad import __version__
 from edge_ad.alerting import AlertEvent, AlertTracker
 from edge_ad.config import RuntimeConfig, StreamConfig
 from edge_ad.data.preprocess import ChannelBuilder, to_model_frame
+from edge_ad.data.rate import SAME_RATE
 from edge_ad.errors import UserError
 from edge_ad.export.bundle import MANIFEST, Bundle
 from edge_ad.runtime.alerts import AlertJournal, regions, render_snapshot
@@ -150,6 +151,9 @@ class _StreamEvents:
     def corrupt(self, stream: str, count: int, reason: str) -> None:
         self.board.corrupt(stream, count, reason)
 
+    def decimated(self, stream: str) -> None:
+        self.board.decimated(stream)
+
 
 def bundle_sha(bundle: Bundle) -> str:
     """Short hash of the manifest, which holds every file's sha256: one label naming the exact bundle."""
@@ -178,6 +182,8 @@ class Runtime:
         # Everything a user can get wrong about the sources is checked before anything binds a port.
         self.readers: dict[str, Reader] = {s.name: make_reader(s, bundle.grayscale, cfg.watchdog_s) for s in streams}
         self.threshold = cfg.alerts.threshold or bundle.threshold
+        # The frame rate the model's motion was learnt at; 0 in the config scores every frame.
+        self.rate = (bundle.fps if cfg.analysis_fps is None else cfg.analysis_fps) or None
         self.stop_event = threading.Event()
         self.done = threading.Event()
         self.metrics = RuntimeMetrics(__version__, cfg.backend, bundle_sha(bundle))
@@ -237,6 +243,7 @@ class Runtime:
                 max_frames=self.max_frames,
                 reconnect_initial_s=cfg.reconnect_initial_s,
                 reconnect_max_s=cfg.reconnect_max_s,
+                rate=self.rate,
             )
             self._spawn(f"capture-{s.name}", self._capture_loop, capture)
 
@@ -328,9 +335,12 @@ class Runtime:
         name = capture.stream
         builder = self._builders[name]
         size, gray = self.bundle.input_size, self.bundle.grayscale
-        said_size = False
+        said_size = said_rate = False
         try:
             for frame in capture.frames():
+                if not said_rate:
+                    said_rate = True
+                    self._say_rate(capture)
                 self.board.captured(name)
                 self.board.stage("capture", capture.read_seconds)
                 t0 = time.perf_counter()
@@ -350,6 +360,21 @@ class Runtime:
                 last = self._producers == 0
             if last:
                 self.queues.close()
+
+    def _say_rate(self, capture: Capture) -> None:
+        """Once a stream is open: at what rate it is scored, and whether that is the rate the model knows."""
+        name, source, rate = capture.stream, capture.reader.fps, self.rate
+        if rate is None:
+            return
+        if capture.gate.active:
+            log.info(f"{name}: {source:g} frames/s; scoring {rate:g} a second, the model's rate (runtime.analysis_fps)")
+        elif source is None:
+            log.info(f"{name}: the source does not say its frame rate; scoring every frame (the model's: {rate:g})")
+        elif source < rate / SAME_RATE:
+            log.warning(
+                f"{name}: {source:g} frames/s, below the model's {rate:g}: motion looks faster than the model "
+                "learnt, so alerts may not mean what calibration set; record at the model's rate or retrain"
+            )
 
     def _draining_too_long(self) -> bool:
         return self._stopped_at is not None and time.monotonic() - self._stopped_at > DRAIN_S

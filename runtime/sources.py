@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from edge_ad.config import StreamConfig
+from edge_ad.data.rate import RateGate
 from edge_ad.errors import UserError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".pgm")
@@ -372,12 +373,16 @@ class CaptureEvents(Protocol):
 
     def corrupt(self, stream: str, count: int, reason: str) -> None: ...
 
+    def decimated(self, stream: str) -> None: ...
+
 
 class Capture:
     """Drives one reader for one stream until it ends, ``max_frames`` are read, or ``stop`` is set.
 
     ``connected`` is reported at every (re)connection and at every restart of a looped file: the frames
     before it are not the past of the frames after it, so the stream's temporal history must start over.
+    ``rate`` is the model's frame rate: a faster source gives the frames at that rate (``RateGate``), the
+    others are reported as ``decimated``; replays are timed by frame position, live sources by the clock.
     """
 
     def __init__(
@@ -392,6 +397,7 @@ class Capture:
         max_frames: int | None = None,
         reconnect_initial_s: float = 0.5,
         reconnect_max_s: float = 10.0,
+        rate: float | None = None,
     ):
         self.stream = stream
         self.reader = reader
@@ -403,6 +409,8 @@ class Capture:
         self.reconnect_initial_s = reconnect_initial_s
         self.reconnect_max_s = reconnect_max_s
         self.read_seconds = 0.0  # time the last read took: the "capture" stage
+        self.rate = rate
+        self.gate = RateGate(None, None)  # made when the source is open and says its rate
         self._emitted = 0
 
     def frames(self) -> Iterator[Frame]:
@@ -434,12 +442,16 @@ class Capture:
                 self.events.disconnected(self.stream, str(e))
                 continue
             self.events.connected(self.stream)
+            self.gate = RateGate(self.rate, self.reader.fps)
             try:
                 while not self._done():
                     image = self._read()
                     if image is None:
                         raise SourceError(f"{self.stream}: the stream ended")
                     delay = self.reconnect_initial_s  # a frame arrived: the connection is good again
+                    if not self.gate.keep(time.monotonic()):
+                        self.events.decimated(self.stream)
+                        continue
                     yield self._frame(self._emitted, image)
             except SourceError as e:
                 self.events.disconnected(self.stream, str(e))
@@ -452,6 +464,7 @@ class Capture:
         try:
             self.reader.open()
             self.events.connected(self.stream)
+            self.gate = RateGate(self.rate, self.reader.fps)  # a file that does not say its rate keeps all
             t0, last = time.monotonic(), -1
             while not self._done():
                 try:
@@ -468,9 +481,13 @@ class Capture:
                     self.reader.close()
                     self.reader.open()
                     self.events.connected(self.stream)
+                    self.gate.reset()
                     t0, last = time.monotonic(), -1
                     continue
                 last = self.reader.position
+                if not self.gate.keep(last / fps):
+                    self.events.decimated(self.stream)
+                    continue
                 if self.pace == "realtime":
                     wait = t0 + last / fps - time.monotonic()
                     if wait > 0 and self.stop.wait(wait):

@@ -33,6 +33,7 @@ class StreamStatus:
     published: int = 0
     alerts: int = 0
     reconnects: int = 0
+    decimated: int = 0  # read but not scored: the source runs faster than the model's frame rate
     dropped: Counter = field(default_factory=Counter)
     last_frame: float | None = None  # monotonic time of the last captured frame
     last_published: float | None = None  # monotonic time of the last published map
@@ -79,6 +80,11 @@ class StatusBoard:
     def corrupt(self, stream: str, count: int, reason: str) -> None:
         log.warning("%s: skipped %d undecodable frame(s): %s", stream, count, reason)
         self.dropped(stream, "corrupt", count)
+
+    def decimated(self, stream: str) -> None:
+        with self._lock:
+            self.streams[stream].decimated += 1
+        self.metrics.decimated.labels(stream).inc()
 
     def captured(self, stream: str) -> None:
         with self._lock:
@@ -138,6 +144,7 @@ class StatusBoard:
                     "last_published_age_s": None if s.last_published is None else round(now - s.last_published, 3),
                     "frames": s.published,
                     "dropped": sum(s.dropped.values()),
+                    "decimated": s.decimated,
                     "reconnects": s.reconnects,
                     "error": s.error,
                 }

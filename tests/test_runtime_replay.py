@@ -207,6 +207,37 @@ def test_cli_replays_a_video_and_a_folder_in_one_process(tiny_bundle: Path, tiny
     assert (journal / "alerts.jsonl").exists()
 
 
+def test_a_30_fps_video_is_scored_at_the_models_10(tiny_bundle: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    """The model learnt motion between frames 0.1 s apart; a 30 frames/s file is scored on every third frame,
+    and each map is the model's on those frames, with their motion channel taken between kept frames."""
+    frames = [cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in sorted((tiny_scene / "Test" / "Test002").glob("*.tif"))]
+    video = tmp_path / "fast.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"FFV1"), 30, frames[0].shape[::-1], False)
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx, sub = subscriber(endpoint)
+    run = subprocess.run(
+        [sys.executable, "-m", "edge_ad.cli.main", "run", "--bundle", str(tiny_bundle), "--video", str(video),
+         "--name", "fast", "--pace", "max", "--endpoint", endpoint, "--metrics-port", "0",
+         "--journal", str(tmp_path / "journal"), "--set", "runtime.wait_subscribers=1"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    messages = drain(sub)
+    sub.close()
+    ctx.term()
+    kept = list(range(0, len(frames), 3))
+    mine = check_stream_messages(messages, "fast", kept)
+    assert "fast: 30 frames/s; scoring 10 a second, the model's rate" in run.stderr
+    bundle = load_bundle(tiny_bundle)
+    images = [frames[i] for i in kept]
+    tensors = np.stack(list(model_channels(images, bundle.input_size, bundle.grayscale, bundle.temporal_offsets)))
+    scores = np.array([h["score"] for t, h, _ in mine if t == "map.fast"])
+    np.testing.assert_allclose(scores, OnnxRuntimeBackend(bundle).infer(tensors).scores, rtol=1e-4, atol=1e-5)
+
+
 def test_healthz_is_503_until_a_stream_delivers(tiny_bundle: Path, tmp_path: Path) -> None:
     """A URL nobody serves: the runtime keeps retrying, counts it, and says so on /healthz and heartbeats."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"

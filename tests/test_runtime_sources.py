@@ -84,6 +84,22 @@ def test_realtime_pace_follows_the_file_fps_and_max_does_not(tmp_path: Path) -> 
     assert fast < realtime
 
 
+def test_a_file_faster_than_the_model_gives_the_frames_at_its_rate(tmp_path: Path) -> None:
+    """30 frames/s for a 10 frames/s model: every third frame, the others counted as decimated, not lost;
+    a looped file's second pass keeps the same frames; without a rate every frame is scored."""
+    write_video(tmp_path / "clip.avi", 9, fps=30.0)
+    stream = StreamConfig(name="v", source=str(tmp_path / "clip.avi"), kind="video", loop=True)
+    board = board_for("v")
+    frames = capture(stream, board, pace="max", loop=True, max_frames=6, rate=10.0)
+    assert [f.index for f in frames] == [0, 3, 6, 9, 12, 15]
+    assert board.streams["v"].decimated == 10  # two of each three frames, the last pass cut by max_frames
+    assert board.metrics.registry.get_sample_value("edge_ad_frames_decimated_total", {"stream": "v"}) == 10
+    assert [f.index for f in capture(stream, board_for("v"), pace="max", rate=None)] == list(range(9))
+    write_video(tmp_path / "ten.avi", 9, fps=10.0)
+    at_rate = StreamConfig(name="v", source=str(tmp_path / "ten.avi"), kind="video")
+    assert [f.index for f in capture(at_rate, board_for("v"), pace="max", rate=10.0)] == list(range(9))
+
+
 def test_loop_restarts_the_file_and_numbers_keep_growing(tmp_path: Path) -> None:
     write_video(tmp_path / "clip.avi", 5)
     stream = StreamConfig(name="v", source=str(tmp_path / "clip.avi"), kind="video", loop=True)

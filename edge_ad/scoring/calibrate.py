@@ -23,6 +23,7 @@ from edge_ad.alerting import frame_threshold, normal_spread
 from edge_ad.config import Config
 from edge_ad.data.footage import FootageClip, footage_clips
 from edge_ad.data.preprocess import model_channels
+from edge_ad.data.rate import SAME_RATE, resample
 from edge_ad.data.ucsd import Clip, UCSDDataset, open_ucsd, quiet_decoders
 from edge_ad.errors import UserError
 from edge_ad.models.prior import code_nll
@@ -228,8 +229,8 @@ def usable_footage(paths: list[Path], run: RunDir, ds: UCSDDataset, fps: float) 
                 f"{c.path} has {c.width}x{c.height} frames but the run's camera gives {camera[1]}x{camera[0]}; "
                 "calibrate on footage of the camera the model was trained for"
             )
-        if c.fps and abs(c.fps - fps) > 0.1 * fps:
-            print(f"warning: {c.path} runs at {c.fps:g} frames/s, the model expects {fps:g}: its motion differs")
+        if c.fps and c.fps < fps / SAME_RATE:  # faster footage is resampled to the model's rate (rate.py)
+            print(f"warning: {c.path} runs at {c.fps:g} frames/s, below the model's {fps:g}: its motion differs")
         clips.setdefault(c.path, c)
     return list(clips.values())
 
@@ -238,8 +239,9 @@ def _stream(clip: FootageClip, cfg: Config, record: dict[str, Any]) -> Iterator[
     """A clip's model inputs, streamed; counts what was read and skipped into ``record``."""
     d = cfg.data
     frames = clip.open()
+    kept = resample(frames, cfg.scoring.assumed_fps, clip.fps)
     with quiet_decoders():
-        for ch in model_channels((p.image for p in frames), d.size, d.grayscale, d.temporal_offsets):
+        for ch in model_channels((p.image for p in kept), d.size, d.grayscale, d.temporal_offsets):
             record["frames"] += 1
             yield ch
     record["skipped"] = frames.skipped
