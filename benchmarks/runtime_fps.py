@@ -1,8 +1,9 @@
 """Runtime throughput: end-to-end frames/s and latency through the real pipeline, and the FLOP/s the model reaches.
 
-    python -m benchmarks.runtime_fps --bundle BUNDLE [--batch 1 8] [--frames 300]
+    python -m benchmarks.runtime_fps --bundle BUNDLE [--batch 1 8] [--frames 300] [--video FILE]
 
-For each batch size a synthetic UCSD-sized clip (238x158 gray PNGs) is replayed at pace max through the
+For each batch size a synthetic UCSD-sized clip (238x158 gray PNGs), or the first frames of ``--video`` (a
+camera's recording: its decoding and resizing are then part of the figure), is replayed at pace max through the
 whole ``edge-ad run`` pipeline with the ONNX Runtime backend: decode, preprocessing, micro-batching,
 inference, alert state, ZeroMQ. A real subscriber measures each frame's latency from capture to receipt.
 At pace max the queue is always full, so the latency is that of a saturated runtime (queueing included);
@@ -137,7 +138,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def pipeline_run(bundle: Any, batch: int, clip: Path, frames: int, journal: Path) -> dict[str, Any]:
+def pipeline_run(
+    bundle: Any, batch: int, clip: Path, frames: int, journal: Path, kind: str = "frames"
+) -> dict[str, Any]:
     """One replay of ``clip`` through ``Runtime`` at pace max; fps and latency seen by a real subscriber."""
     from edge_ad.config import RuntimeConfig, StreamConfig
     from edge_ad.runtime.pipeline import Runtime
@@ -155,7 +158,7 @@ def pipeline_run(bundle: Any, batch: int, clip: Path, frames: int, journal: Path
         sndhwm=100_000,
     )
     cfg.alerts.threshold = 1e30  # alerts are rare events, not part of the sustained load
-    runtime = Runtime(bundle, cfg, [StreamConfig(name="bench", source=str(clip), kind="frames")], max_frames=frames)
+    runtime = Runtime(bundle, cfg, [StreamConfig(name="bench", source=str(clip), kind=kind)], max_frames=frames)
     received: list[tuple[float, float]] = []
     ready = threading.Event()
     sub = threading.Thread(target=_receive_maps, args=(endpoint, frames, received, ready), daemon=True)
@@ -182,7 +185,9 @@ def inference_fps(backend: Any, channels: int, hw: tuple[int, int], batch: int, 
     return n / (time.perf_counter() - t0)
 
 
-def run_benchmark(bundle: str | Path, batches: list[int] | tuple[int, ...] = (1, 8), frames: int = 300) -> dict:
+def run_benchmark(
+    bundle: str | Path, batches: list[int] | tuple[int, ...] = (1, 8), frames: int = 300, video: str | None = None
+) -> dict:
     """Measure the runtime on this machine; returns every figure plus the command that reproduces it."""
     from edge_ad.export.bundle import load_bundle
     from edge_ad.runtime.backends.onnxruntime import OnnxRuntimeBackend
@@ -201,12 +206,16 @@ def run_benchmark(bundle: str | Path, batches: list[int] | tuple[int, ...] = (1,
         "model": flops,
         "batches": {},
         "command": f"python -m benchmarks.runtime_fps --bundle {bundle} --batch {' '.join(map(str, batches))} "
-        f"--frames {frames}",
+        f"--frames {frames}" + (f" --video {video}" if video else ""),
     }
     with tempfile.TemporaryDirectory(prefix="edge-ad-bench-") as tmp:
-        clip = write_clip(Path(tmp) / "clip", frames)
+        if video:
+            clip, kind = _recording(video, frames, b.fps), "video"
+            result["video"] = str(clip)
+        else:
+            clip, kind = write_clip(Path(tmp) / "clip", frames), "frames"
         for batch in batches:
-            run = pipeline_run(b, batch, clip, frames, Path(tmp) / f"journal{batch}")
+            run = pipeline_run(b, batch, clip, frames, Path(tmp) / f"journal{batch}", kind)
             backend = OnnxRuntimeBackend(b, max_batch=batch)
             run["inference_fps"] = inference_fps(backend, b.channels, b.input_size, batch)
             backend.close()
@@ -219,11 +228,24 @@ def run_benchmark(bundle: str | Path, batches: list[int] | tuple[int, ...] = (1,
     return result
 
 
+def _recording(video: str, frames: int, rate: float | None) -> Path:
+    """A recording long enough for ``frames`` maps at the model's rate (a faster file's extra frames are read
+    and decimated, as live), or a clear error."""
+    from edge_ad.data.video import video_info
+    from edge_ad.errors import UserError
+
+    info = video_info(video)
+    scored = info.frame_count * min(1.0, (rate or info.fps) / info.fps) if info.fps else info.frame_count
+    if scored < frames:
+        raise UserError(f"{video} gives about {scored:.0f} frames at the model's rate; ask for fewer with --frames")
+    return info.path
+
+
 def report(result: dict) -> str:
     lines = [
         f"bundle {result['bundle']} (input {result['input']['channels']}x"
         f"{result['input']['size'][0]}x{result['input']['size'][1]}), onnxruntime {result['onnxruntime']}, "
-        f"{result['cpu_count']} cores",
+        f"{result['cpu_count']} cores" + (f"; replaying {result['video']}" if "video" in result else ""),
         f"float32 1024x1024 matmul: {result['matmul_gflops']:.1f} GFLOP/s",
     ]
     gflop = result["model"].get("gflop_per_frame")
@@ -251,12 +273,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bundle", required=True, help="bundle directory (edge-ad export)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="max batch sizes to measure")
     parser.add_argument("--frames", type=int, default=300, help="frames per replay")
+    parser.add_argument("--video", help="replay this recording instead of a synthetic clip")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON (summary on stderr)")
     args = parser.parse_args(argv)
     from edge_ad.errors import UserError
 
     try:
-        result = run_benchmark(args.bundle, args.batch, args.frames)
+        result = run_benchmark(args.bundle, args.batch, args.frames, args.video)
     except UserError as e:
         print(f"edge-ad: error: {e}", file=sys.stderr)
         raise SystemExit(e.exit_code) from None
