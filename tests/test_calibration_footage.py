@@ -24,10 +24,10 @@ from edge_ad.scoring.calibrate import calibrate_run, sample_footage, usable_foot
 from edge_ad.training.rundir import RunDir
 
 
-def _write_video(path: Path, frames: np.ndarray, size: tuple[int, int] | None = None) -> Path:
+def _write_video(path: Path, frames: np.ndarray, size: tuple[int, int] | None = None, fps: float = 10.0) -> Path:
     h, w = frames.shape[1:3]
     out_w, out_h = size or (w, h)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (out_w, out_h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (out_w, out_h))
     assert writer.isOpened()
     for f in frames:
         writer.write(cv2.cvtColor(cv2.resize(f, (out_w, out_h)), cv2.COLOR_GRAY2BGR))
@@ -212,13 +212,29 @@ def test_bad_footage_is_one_line_and_leaves_the_calibration_alone(
     assert [(run / f).read_bytes() for f in files] == before
 
 
-def test_footage_at_another_frame_rate_is_warned_about(tiny_run: Path, tiny_scene: Path, footage, capsys) -> None:
-    """The motion channel is the difference to the previous frame: at another rate, motion looks otherwise."""
+def test_footage_slower_than_the_model_is_warned_about(tiny_run: Path, tiny_scene: Path, footage, capsys) -> None:
+    """The motion channel is the difference to the previous frame: at a lower rate, motion looks faster, and
+    frames cannot be made up."""
     ds, run = open_ucsd(tiny_scene), RunDir(tiny_run)
     usable_footage([footage["video"]], run, ds, 10.0)
     assert "warning" not in capsys.readouterr().out
     usable_footage([footage["video"]], run, ds, 25.0)
-    assert "runs at 10 frames/s, the model expects 25: its motion differs" in capsys.readouterr().out
+    assert "runs at 10 frames/s, below the model's 25: its motion differs" in capsys.readouterr().out
+
+
+def test_faster_footage_is_read_at_the_models_rate(tiny_run: Path, tiny_scene: Path, tmp_path: Path, capsys) -> None:
+    """A 30 frames/s recording of the camera: every third frame, each with its difference to the kept frame
+    before it, as the model saw motion in training."""
+    cfg = load_config(tiny_run / "config.yaml")
+    frames = open_ucsd(tiny_scene).train[0].load_frames()[:30]
+    video = _write_video(tmp_path / "fast.avi", frames, fps=30.0)
+    clips = usable_footage([video], RunDir(tiny_run), open_ucsd(tiny_scene), 10.0)
+    assert "warning" not in capsys.readouterr().out
+    sampled, read = sample_footage(clips, cfg)
+    assert read[0]["frames"] == 10 and read[0]["fps"] == 30.0
+    ten = _write_video(tmp_path / "ten.avi", frames[::3], fps=10.0)
+    expected, _ = sample_footage(usable_footage([ten], RunDir(tiny_run), open_ucsd(tiny_scene), 10.0), cfg)
+    np.testing.assert_array_equal(sampled, expected)
 
 
 def test_a_new_clip_that_starts_like_a_trained_one_is_not_a_copy(
@@ -236,3 +252,44 @@ def test_a_new_clip_that_starts_like_a_trained_one_is_not_a_copy(
     shutil.copy(trained[-1], list_images(clip)[-1])  # as long, same first and last files: taken for a copy
     with pytest.raises(UserError, match="is a copy of"):
         usable_footage([clip], run, open_ucsd(tiny_scene), 10.0)
+
+
+def test_calibrate_set_changes_the_runs_scoring_then_calibrates(edited_run, tiny_scene: Path) -> None:
+    """A site where walking anywhere is normal: per-pixel statistics off, written into the run with the
+    calibration made for it, so the run loads without a stale-calibration error."""
+    from edge_ad.scoring.load import load_pipeline
+
+    run = edited_run(lambda cfg: None)
+    args = ["calibrate", "--run", str(run), "--data", str(tiny_scene), "--set", "scoring.normalise=global"]
+    done = subprocess.run([sys.executable, "-m", "edge_ad.cli.main", *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert load_config(run / "config.yaml").scoring.normalise == "global"
+    assert json.loads((run / "calibration.json").read_text())["normalise"] == "global"
+    cfg, _, calib = load_pipeline(run)
+    assert cfg.scoring.normalise == "global" and calib is not None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.width=8", "calibrate changes only scoring.* options"),
+        ("scoring.bogus=1", "--set scoring.bogus=1"),
+        ("scoring.normalise=sideways", "--set scoring.normalise=sideways"),
+    ],
+)
+def test_calibrate_set_refuses_what_it_cannot_change(edited_run, tiny_scene: Path, override: str, message: str) -> None:
+    run = edited_run(lambda cfg: None)
+    before = [(run / f).read_bytes() for f in ("config.yaml", "calibration.json")]
+    args = ["calibrate", "--run", str(run), "--data", str(tiny_scene), "--set", override]
+    done = subprocess.run([sys.executable, "-m", "edge_ad.cli.main", *args], capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert [(run / f).read_bytes() for f in ("config.yaml", "calibration.json")] == before
+
+
+def test_calibrate_set_leaves_the_config_as_it_was_when_calibration_fails(edited_run, tmp_path: Path) -> None:
+    run = edited_run(lambda cfg: None)
+    before = (run / "config.yaml").read_bytes()
+    args = ["calibrate", "--run", str(run), "--data", str(tmp_path / "gone"), "--set", "scoring.normalise=global"]
+    done = subprocess.run([sys.executable, "-m", "edge_ad.cli.main", *args], capture_output=True, text=True)
+    assert done.returncode == 2 and "does not exist" in done.stderr, done.stderr
+    assert (run / "config.yaml").read_bytes() == before

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from edge_ad.cli.config_cmd import OVERRIDE_HELP
+
+if TYPE_CHECKING:
+    from edge_ad.training.rundir import RunDir
 
 
 def register(app: typer.Typer) -> None:
@@ -47,9 +51,49 @@ def register(app: typer.Typer) -> None:
             help="More normal footage of the camera the model never trained on: a video file, a folder of "
             "frames, or a folder of either (repeatable). Longer footage sets a threshold closer to the budget.",
         ),
+        set_: list[str] = typer.Option(
+            [],
+            "--set",
+            help="Change the run's scoring first, e.g. --set scoring.normalise=global (repeatable; written to "
+            "its config.yaml; only scoring.* can change after training).",
+        ),
     ) -> None:
         """Set map normalisation and the alert threshold on the run's normal validation clips (and --normal)."""
-        _calibrate(run, data, normal)
+        if not set_:
+            _calibrate(run, data, normal)
+            return
+        from edge_ad.training.rundir import RunDir
+
+        rd = RunDir(run)
+        before = _rescore(rd, set_)
+        try:
+            _calibrate(run, data, normal)
+        except BaseException:
+            rd.config.write_text(before)  # the run keeps the config its calibration was made for
+            raise
+
+
+def _rescore(run: RunDir, overrides: list[str]) -> str:
+    """Apply ``scoring.*`` overrides to the run's config.yaml; returns the text it had. The rest of the config
+    describes the trained networks, which an override cannot retrain."""
+    import yaml
+
+    from edge_ad.config import apply_overrides, config_from_dict, parse_override
+    from edge_ad.errors import UserError
+
+    run.load_config()  # no run, or a damaged config: said before anything is changed
+    for item in overrides:
+        path, _ = parse_override(item)
+        if path[0] != "scoring" or len(path) < 2:
+            raise UserError(
+                f"--set {item}: calibrate changes only scoring.* options; the rest was trained into the run "
+                "(train again to change it)"
+            )
+    before = run.config.read_text()
+    raw = apply_overrides(yaml.safe_load(before), overrides)
+    cfg = config_from_dict(raw, str(run.config), overrides)
+    run.config.write_text(cfg.to_yaml())
+    return before
 
 
 def _calibrate(run: Path, data: Path | None, normal: list[Path] | None = None) -> None:
