@@ -184,6 +184,11 @@ class Runtime:
         self.threshold = cfg.alerts.threshold or bundle.threshold
         # The frame rate the model's motion was learnt at; 0 in the config scores every frame.
         self.rate = (bundle.fps if cfg.analysis_fps is None else cfg.analysis_fps) or None
+        if cfg.analysis_fps and bundle.fps and abs(cfg.analysis_fps - bundle.fps) > (SAME_RATE - 1) * bundle.fps:
+            log.warning(
+                f"runtime.analysis_fps {cfg.analysis_fps:g} is not the model's {bundle.fps:g} frames/s: motion will "
+                "look otherwise than in calibration"
+            )
         self.stop_event = threading.Event()
         self.done = threading.Event()
         self.metrics = RuntimeMetrics(__version__, cfg.backend, bundle_sha(bundle))
@@ -335,12 +340,11 @@ class Runtime:
         name = capture.stream
         builder = self._builders[name]
         size, gray = self.bundle.input_size, self.bundle.grayscale
-        said_size = said_rate = False
+        said_size = False
+        said_rate: set[str] = set()
         try:
             for frame in capture.frames():
-                if not said_rate:
-                    said_rate = True
-                    self._say_rate(capture)
+                self._say_rate(capture, said_rate)
                 self.board.captured(name)
                 self.board.stage("capture", capture.read_seconds)
                 t0 = time.perf_counter()
@@ -361,20 +365,25 @@ class Runtime:
             if last:
                 self.queues.close()
 
-    def _say_rate(self, capture: Capture) -> None:
-        """Once a stream is open: at what rate it is scored, and whether that is the rate the model knows."""
-        name, source, rate = capture.stream, capture.reader.fps, self.rate
+    def _say_rate(self, capture: Capture, said: set[str]) -> None:
+        """At what rate a stream is scored, once each: when decimation starts (a live source's rate is measured
+        over its first frames), when the source is slower than the model, or says nothing of its rate."""
+        name, gate, rate = capture.stream, capture.gate, self.rate
         if rate is None:
             return
-        if capture.gate.active:
+        source = gate.source_rate
+        if gate.active and "active" not in said:
+            said.add("active")
             log.info(f"{name}: {source:g} frames/s; scoring {rate:g} a second, the model's rate (runtime.analysis_fps)")
-        elif source is None:
-            log.info(f"{name}: the source does not say its frame rate; scoring every frame (the model's: {rate:g})")
-        elif source < rate / SAME_RATE:
+        elif source is not None and source < rate / SAME_RATE and "slow" not in said:
+            said.add("slow")
             log.warning(
-                f"{name}: {source:g} frames/s, below the model's {rate:g}: motion looks faster than the model "
+                f"{name}: {source:.3g} frames/s, below the model's {rate:g}: motion looks faster than the model "
                 "learnt, so alerts may not mean what calibration set; record at the model's rate or retrain"
             )
+        elif source is None and not gate.measure and "unknown" not in said:
+            said.add("unknown")
+            log.info(f"{name}: the file does not say its frame rate; scoring every frame (the model's: {rate:g})")
 
     def _draining_too_long(self) -> bool:
         return self._stopped_at is not None and time.monotonic() - self._stopped_at > DRAIN_S

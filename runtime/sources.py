@@ -29,6 +29,7 @@ import numpy as np
 
 from edge_ad.config import StreamConfig
 from edge_ad.data.rate import RateGate
+from edge_ad.data.video import clean_rate
 from edge_ad.errors import UserError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".pgm")
@@ -103,8 +104,7 @@ class OpenCVReader(Reader):
             cap.release()
             raise SourceError(f"cannot open {self.label}")
         self._cap = cap
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if 0 < fps < 1000 else None
+        self.fps = clean_rate(cap.get(cv2.CAP_PROP_FPS)) or None
         self._count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
         self._pos = 0
 
@@ -442,7 +442,10 @@ class Capture:
                 self.events.disconnected(self.stream, str(e))
                 continue
             self.events.connected(self.stream)
-            self.gate = RateGate(self.rate, self.reader.fps)
+            if not self.gate.measure:  # the first connection; after a reconnection the measured rate still holds
+                self.gate = RateGate(self.rate, None, measure=True)
+            self.gate.reported = self.reader.fps
+            self.gate.reset()
             try:
                 while not self._done():
                     image = self._read()

@@ -238,6 +238,37 @@ def test_a_30_fps_video_is_scored_at_the_models_10(tiny_bundle: Path, tiny_scene
     np.testing.assert_allclose(scores, OnnxRuntimeBackend(bundle).infer(tensors).scores, rtol=1e-4, atol=1e-5)
 
 
+def test_the_scoring_rate_follows_the_bundle_and_the_config(
+    tiny_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 5 frames/s file is slower than the model: every frame scored, with a warning. runtime.analysis_fps
+    0 scores every frame of anything; another rate than the model's is warned about; a bundle exported
+    before ``input.fps`` existed takes the rate from its config."""
+    video = tmp_path / "slow.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (128, 96), False)
+    for i in range(12):
+        writer.write(np.full((96, 128), 20 * i, np.uint8))
+    writer.release()
+    bundle = load_bundle(tiny_bundle)
+    stream = [StreamConfig(name="slow", source=str(video), kind="video")]
+
+    def runtime(**cfg: object) -> Runtime:
+        journal = str(tmp_path / "journal")
+        return Runtime(bundle, RuntimeConfig(metrics_port=0, journal_dir=journal, pace="max", **cfg), stream)
+
+    slow = runtime(endpoint=f"tcp://127.0.0.1:{free_port()}")
+    assert slow.rate == 10.0
+    with caplog.at_level("INFO", logger="edge_ad.runtime"):
+        assert slow.run(status=lambda line: None) == 0
+    assert "slow: 5 frames/s, below the model's 10" in caplog.text
+    assert slow.board.streams["slow"].published == 12 and slow.board.streams["slow"].decimated == 0
+    assert runtime(analysis_fps=0).rate is None
+    caplog.clear()
+    assert runtime(analysis_fps=25).rate == 25.0 and "runtime.analysis_fps 25 is not the model's 10" in caplog.text
+    old = dict(bundle.manifest, input={k: v for k, v in bundle.manifest["input"].items() if k != "fps"})
+    assert type(bundle)(bundle.path, old).fps == bundle.manifest["config"]["scoring"]["assumed_fps"] == 10.0
+
+
 def test_healthz_is_503_until_a_stream_delivers(tiny_bundle: Path, tmp_path: Path) -> None:
     """A URL nobody serves: the runtime keeps retrying, counts it, and says so on /healthz and heartbeats."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"

@@ -163,10 +163,9 @@ def test_reconnects_after_the_server_goes_away(decoder: str, tiny_bundle: Path, 
         }
         assert samples["edge_ad_source_reconnects_total"] >= 1
         assert samples["edge_ad_frames_total"] >= before + 5
-        # The server sends 15 frames/s to a 10 frames/s model: OpenCV says so, and a third are not scored;
-        # the ffmpeg pipe does not say its rate, so every frame is.
-        decimated = samples["edge_ad_frames_decimated_total"]
-        assert (decimated > 0) if decoder == "opencv" else (decimated == 0), decimated
+        # The server sends 15 frames/s to a 10 frames/s model: the rate is measured from the arrivals (the
+        # ffmpeg pipe says nothing of it), and a third of the frames are not scored.
+        assert samples["edge_ad_frames_decimated_total"] > 0
         runtime.stop()
         assert runtime.done.wait(3)
     finally:

@@ -131,7 +131,7 @@ def register(app: typer.Typer) -> None:
         endpoint: str = typer.Option(None, "--endpoint", help="ZeroMQ endpoint to publish on."),
         metrics_port: int = typer.Option(None, "--metrics-port", help="Prometheus port (0 = any free port)."),
         journal: Path = typer.Option(None, "--journal", help="Folder for alerts.jsonl and snapshots."),
-        max_frames: int = typer.Option(None, "--max-frames", min=1, help="Stop each source after N frames."),
+        max_frames: int = typer.Option(None, "--max-frames", min=1, help="Stop each source after N scored frames."),
     ) -> None:
         """Score live video or replays with a bundle; publish maps and alerts over ZeroMQ, metrics for Prometheus.
 

@@ -42,6 +42,12 @@ class VideoInfo:
         return self.frame_count / self.fps if self.fps > 0 else 0.0
 
 
+def clean_rate(fps: float) -> float:
+    """A container's frame rate, or 0 when it says nothing usable (0, NaN, or the 1000 some writers put
+    for "unknown"): every reader treats a file's rate the same way."""
+    return float(fps) if 0 < fps < 1000 else 0.0
+
+
 def quiet_ffmpeg() -> None:
     """FFmpeg's own lines about a damaged file off: our one-line message says what is wrong and what to do.
     Takes effect for captures opened afterwards; a user's OPENCV_FFMPEG_LOGLEVEL (16: errors) brings them back."""
@@ -73,7 +79,7 @@ def video_info(path: str | Path) -> VideoInfo:
     try:
         return VideoInfo(
             path=p,
-            fps=max(float(cap.get(cv2.CAP_PROP_FPS)), 0.0),
+            fps=clean_rate(cap.get(cv2.CAP_PROP_FPS)),
             frame_count=max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0),
             width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
             height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
@@ -88,8 +94,7 @@ class VideoFrames:
 
     def __init__(self, path: str | Path, fps: float | None = None) -> None:
         self.path, self._cap = _open(path)
-        file_fps = float(self._cap.get(cv2.CAP_PROP_FPS))
-        self._file_fps = file_fps if 0 < file_fps < 1000 else 0.0
+        self._file_fps = clean_rate(self._cap.get(cv2.CAP_PROP_FPS))
         self.fps = fps or self._file_fps or DEFAULT_FPS
         self.skipped = 0
         self._next_index = 0

@@ -231,6 +231,8 @@ def usable_footage(paths: list[Path], run: RunDir, ds: UCSDDataset, fps: float) 
             )
         if c.fps and c.fps < fps / SAME_RATE:  # faster footage is resampled to the model's rate (rate.py)
             print(f"warning: {c.path} runs at {c.fps:g} frames/s, below the model's {fps:g}: its motion differs")
+        elif c.kind == "video" and not c.fps:
+            print(f"warning: {c.path} does not say its frame rate; every frame is read, as if at {fps:g} frames/s")
         clips.setdefault(c.path, c)
     return list(clips.values())
 
