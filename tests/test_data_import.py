@@ -11,6 +11,7 @@ import pytest
 from edge_ad.cli.main import main
 from edge_ad.data.importer import import_recordings
 from edge_ad.data.ucsd import open_ucsd, read_image
+from edge_ad.errors import UserError
 
 
 def _write_video(path: Path, n: int, fps: float, size: tuple[int, int] = (48, 64)) -> Path:
@@ -71,9 +72,9 @@ def test_more_footage_is_numbered_after_the_clips_already_there(tmp_path: Path) 
 
 
 def test_test_clips_and_a_resize(tmp_path: Path) -> None:
-    video = _write_video(tmp_path / "cam.avi", n=12, fps=10.0)
-    summary = import_recordings([video], tmp_path / "data", split="test", clip_seconds=0.5, size=(24, 32))
-    assert summary.clips == ["Test001", "Test002", "Test003"] and summary.frames == 12
+    video = _write_video(tmp_path / "cam.avi", n=25, fps=10.0)
+    summary = import_recordings([video], tmp_path / "data", split="test", clip_seconds=1.0, size=(24, 32))
+    assert summary.clips == ["Test001", "Test002", "Test003"] and summary.frames == 25
     assert read_image(tmp_path / "data" / "Test" / "Test002" / "001.png").shape == (24, 32, 3)
 
 
@@ -92,6 +93,34 @@ def test_no_clip_spans_damaged_frames(tmp_path: Path) -> None:
     assert _source_frames(train / "Train002") == list(range(10, 20))
 
 
+def test_a_12_fps_recording_keeps_its_clips_whole(tmp_path: Path) -> None:
+    """Resampled spacing is uneven (one or two source frames): that is not a gap."""
+    video = _write_video(tmp_path / "cam.avi", n=60, fps=12.0)
+    summary = import_recordings([video], tmp_path / "data", fps=10.0, clip_seconds=5.0)
+    assert summary.clips == ["Train001"] and summary.frames == 50
+    kept = _source_frames(tmp_path / "data" / "Train" / "Train001")
+    assert kept[:7] == [0, 1, 2, 4, 5, 6, 7] and set(np.diff(kept)) == {1, 2}
+
+
+def test_every_recording_is_checked_before_a_frame_is_written(tmp_path: Path) -> None:
+    """A folder with a 10 and a 5 frames/s recording: refused whole, so a second try does not duplicate."""
+    (tmp_path / "rec").mkdir()
+    _write_video(tmp_path / "rec" / "a.avi", n=10, fps=10.0)
+    _write_video(tmp_path / "rec" / "b.avi", n=10, fps=5.0)
+    with pytest.raises(UserError, match="b.avi runs at 5 frames/s"):
+        import_recordings([tmp_path / "rec"], tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
+def test_another_cameras_size_is_refused_and_size_matches_it(tmp_path: Path) -> None:
+    import_recordings([_write_video(tmp_path / "a.avi", n=10, fps=10.0)], tmp_path / "data", clip_seconds=1.0)
+    other = _write_video(tmp_path / "b.avi", n=10, fps=10.0, size=(96, 128))
+    with pytest.raises(UserError, match=r"gives 128x96 frames but .*data's clips are 64x48"):
+        import_recordings([other], tmp_path / "data")
+    more = import_recordings([other], tmp_path / "data", clip_seconds=1.0, size=(48, 64))
+    assert more.clips == ["Train002"]
+
+
 def test_the_cli_prints_what_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     video = _write_video(tmp_path / "cam.avi", n=60, fps=30.0)
     code, out, _ = _cli(["data", "import", str(video), "--out", str(tmp_path / "d"), "--clip-seconds", "1"], capsys)
@@ -102,11 +131,15 @@ def test_the_cli_prints_what_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(
     ("case", "message"),
     [
-        ("missing", r"normal footage .*nope.avi does not exist"),
+        ("missing", r"recording .*nope.avi does not exist"),
         ("frames", r"is a folder of frames, already in the layout's form"),
         ("slow", r"runs at 5 frames/s, below --fps 10: import at --fps 5"),
         ("out_is_file", r"--out .* is a file"),
-        ("zero_fps", r"--fps and --clip-seconds must be positive"),
+        ("zero_fps", r"--fps 0 is not a frame rate"),
+        ("nan_fps", r"--fps nan is not a frame rate"),
+        ("short_clips", r"--clip-seconds 0.5: give 1 s or more"),
+        ("nan_source", r"--source-fps nan is not a frame rate"),
+        ("no_size", r"--size 0x0: both sides must be at least 1 px"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, message: str) -> None:
@@ -124,8 +157,14 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
         source = str(tmp_path / "frames")
     elif case == "out_is_file":
         out.write_text("x")
-    elif case == "zero_fps":
-        extra = ["--fps", "0"]
+    else:
+        extra = {
+            "zero_fps": ["--fps", "0"],
+            "nan_fps": ["--fps", "nan"],
+            "short_clips": ["--clip-seconds", "0.5"],
+            "nan_source": ["--source-fps", "nan"],
+            "no_size": ["--size", "0x0"],
+        }.get(case, [])
     code, stdout, err = _cli(["data", "import", source, "--out", str(out), *extra], capsys)
     assert code == 2 and "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]

@@ -15,6 +15,7 @@ Two things are decided here because the model depends on them:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +25,11 @@ import cv2
 import numpy as np
 
 from edge_ad.data.footage import FootageClip, footage_clips
-from edge_ad.data.rate import resample
-from edge_ad.data.ucsd import clip_dirs, find_child
+from edge_ad.data.rate import SAME_RATE, resample
+from edge_ad.data.ucsd import clip_dirs, find_child, list_images, read_image
 from edge_ad.data.video import FramePacket, iter_video
 from edge_ad.errors import UserError, make_dir
 
-GAP_FRAMES = 1.5  # a gap of more than this many frame intervals (of the new rate) starts a new clip
 MIN_CLIP_FRAMES = 2  # a tail shorter than this has no motion to learn and is dropped
 
 
@@ -66,6 +66,8 @@ def _recordings(sources: Sequence[Path]) -> list[FootageClip]:
     """The video files the sources name; frames are already in the layout's form and are refused."""
     found: list[FootageClip] = []
     for src in sources:
+        if not src.expanduser().exists():
+            raise UserError(f"recording {src} does not exist; give video files or folders of them")
         clips = footage_clips(src)
         frames = [c for c in clips if c.kind == "frames"]
         if frames:
@@ -77,11 +79,45 @@ def _recordings(sources: Sequence[Path]) -> list[FootageClip]:
     return found
 
 
-def _segments(packets: Iterator[FramePacket], fps: float, clip_frames: int) -> Iterator[list[FramePacket]]:
-    """Runs of at most ``clip_frames`` frames with no gap of more than ``GAP_FRAMES`` intervals inside."""
+def _check_numbers(fps: float, clip_seconds: float, source_fps: float | None, size: tuple[int, int] | None) -> None:
+    if not (math.isfinite(fps) and fps > 0):
+        raise UserError(f"--fps {fps:g} is not a frame rate; give a positive number (the config's assumed_fps)")
+    if not (math.isfinite(clip_seconds) and clip_seconds >= 1):
+        raise UserError(f"--clip-seconds {clip_seconds:g}: give 1 s or more (UCSD's clips are 20 s)")
+    if source_fps is not None and not (math.isfinite(source_fps) and source_fps > 0):
+        raise UserError(f"--source-fps {source_fps:g} is not a frame rate; give a positive number")
+    if size is not None and min(size) < 1:
+        raise UserError(f"--size {size[0]}x{size[1]}: both sides must be at least 1 px")
+
+
+def _source_rate(rec: FootageClip, fps: float, source_fps: float | None) -> float:
+    """The recording's rate, refused when unknown or below the model's: frames cannot be made up."""
+    rate = source_fps or rec.fps
+    if rate <= 0:
+        raise UserError(f"{rec.path} does not say its frame rate; give it with --source-fps")
+    if rate < fps / SAME_RATE:
+        raise UserError(
+            f"{rec.path} runs at {rate:g} frames/s, below --fps {fps:g}: import at --fps {rate:g} and "
+            f"train with --set scoring.assumed_fps={rate:g} (frames cannot be made up)"
+        )
+    return rate
+
+
+def _camera_size(root: Path) -> tuple[int, int] | None:
+    """The frame size of the clips already in the dataset (one camera, one size), or None if it has none."""
+    for name in ("Train", "Test"):
+        folder = find_child(root, name) if root.is_dir() else None
+        for clip in clip_dirs(folder):
+            if frames := list_images(clip):
+                return read_image(frames[0]).shape[:2]  # type: ignore[return-value]
+    return None
+
+
+def _unbroken(packets: Iterator[FramePacket]) -> Iterator[list[FramePacket]]:
+    """Runs of consecutive source frames: a damaged stretch in between ends a run."""
     run: list[FramePacket] = []
     for p in packets:
-        if run and (len(run) == clip_frames or p.timestamp - run[-1].timestamp > GAP_FRAMES / fps):
+        if run and p.index != run[-1].index + 1:
             yield run
             run = []
         run.append(p)
@@ -89,9 +125,20 @@ def _segments(packets: Iterator[FramePacket], fps: float, clip_frames: int) -> I
         yield run
 
 
+def _clips(packets: Iterator[FramePacket], fps: float, rate: float, clip_frames: int) -> Iterator[list[FramePacket]]:
+    """Each unbroken run resampled to ``fps`` on a clock of its own, cut into clips of ``clip_frames``."""
+    for run in _unbroken(packets):
+        kept = list(resample(iter(run), fps, rate))
+        for i in range(0, len(kept), clip_frames):
+            yield kept[i : i + clip_frames]
+
+
 def _next_number(split_dir: Path, prefix: str) -> int:
-    numbers = [int(d.name[len(prefix) :]) for d in clip_dirs(split_dir) if d.name[len(prefix) :].isdigit()]
-    return max(numbers, default=0) + 1
+    try:
+        names = [d.name[len(prefix) :] for d in clip_dirs(split_dir)]
+    except OSError as e:
+        raise UserError(f"cannot list {split_dir}: {e.strerror or e}; check its permissions") from None
+    return max((int(n) for n in names if n.isdigit()), default=0) + 1
 
 
 def _write_frame(path: Path, image: np.ndarray, size: tuple[int, int] | None) -> None:
@@ -116,32 +163,32 @@ def import_recordings(
     source_fps: float | None = None,
 ) -> ImportSummary:
     """Write each recording's frames, resampled to ``fps``, as clips of ``clip_seconds`` under ``out``'s
-    ``Train/`` (or ``Test/``), numbered after the clips already there: more normal footage can be added."""
-    if fps <= 0 or clip_seconds <= 0:
-        raise UserError("--fps and --clip-seconds must be positive")
+    ``Train/`` (or ``Test/``), numbered after the clips already there: more normal footage can be added.
+    Every recording is checked (rate, frame size) before the first frame is written."""
+    _check_numbers(fps, clip_seconds, source_fps, size)
     recordings = _recordings([Path(s) for s in sources])
+    rates = [_source_rate(rec, fps, source_fps) for rec in recordings]
     root = Path(out).expanduser()
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} is a file; give a dataset folder (it is made if missing)")
+    camera = _camera_size(root)
+    for rec in recordings:
+        shape = size or (rec.height, rec.width)
+        if camera is not None and shape != camera:
+            raise UserError(
+                f"{rec.path} gives {shape[1]}x{shape[0]} frames but {root}'s clips are {camera[1]}x{camera[0]}: "
+                f"one dataset is one camera; import into another --out, or give --size {camera[0]}x{camera[1]}"
+            )
     name = "Train" if split == "train" else "Test"
     split_dir = (find_child(root, name) if root.is_dir() else None) or root / name
     make_dir(split_dir, "dataset folder")
     number = _next_number(split_dir, name)
-    clip_frames = max(MIN_CLIP_FRAMES, round(clip_seconds * fps))
+    clip_frames = round(clip_seconds * fps)
     summary = ImportSummary(split_dir)
-    for rec in recordings:
-        rate = source_fps or rec.fps
-        if rate <= 0:
-            raise UserError(f"{rec.path} does not say its frame rate; give it with --source-fps")
-        if rate < fps * 0.95:
-            raise UserError(
-                f"{rec.path} runs at {rate:g} frames/s, below --fps {fps:g}: import at --fps {rate:g} and "
-                f"train with --set scoring.assumed_fps={rate:g} (frames cannot be made up)"
-            )
+    for rec, rate in zip(recordings, rates, strict=True):
         summary.sources.append((rec.path.name, rate))
         with iter_video(rec.path, source_fps) as stream:
-            counted = _counting(stream, summary)
-            for run in _segments(resample(counted, fps, rate), fps, clip_frames):
+            for run in _clips(_counting(stream, summary), fps, rate, clip_frames):
                 if len(run) < MIN_CLIP_FRAMES:
                     summary.dropped_tail += len(run)
                     continue
