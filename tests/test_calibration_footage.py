@@ -259,8 +259,11 @@ def test_calibrate_set_changes_the_runs_scoring_then_calibrates(edited_run, tiny
     calibration made for it, so the run loads without a stale-calibration error."""
     from edge_ad.scoring.load import load_pipeline
 
-    run = edited_run(lambda cfg: None)
-    args = ["calibrate", "--run", str(run), "--data", str(tiny_scene), "--set", "scoring.normalise=global"]
+    run = edited_run(lambda cfg: cfg["scoring"].update(normalise="pixel"))
+    args = ["calibrate", "--run", str(run), "--data", str(tiny_scene)]
+    assert subprocess.run([sys.executable, "-m", "edge_ad.cli.main", *args], capture_output=True).returncode == 0
+    assert json.loads((run / "calibration.json").read_text())["normalise"] == "pixel"
+    args += ["--set", "scoring.normalise=global"]
     done = subprocess.run([sys.executable, "-m", "edge_ad.cli.main", *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert load_config(run / "config.yaml").scoring.normalise == "global"
@@ -275,6 +278,7 @@ def test_calibrate_set_changes_the_runs_scoring_then_calibrates(edited_run, tiny
         ("model.width=8", "calibrate changes only scoring.* options"),
         ("scoring.bogus=1", "--set scoring.bogus=1"),
         ("scoring.normalise=sideways", "--set scoring.normalise=sideways"),
+        ("scoring.assumed_fps=25", "scoring.assumed_fps is the frame rate of the footage the run was trained on"),
     ],
 )
 def test_calibrate_set_refuses_what_it_cannot_change(edited_run, tiny_scene: Path, override: str, message: str) -> None:

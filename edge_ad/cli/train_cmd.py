@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,18 +60,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Set map normalisation and the alert threshold on the run's normal validation clips (and --normal)."""
-        if not set_:
-            _calibrate(run, data, normal)
-            return
-        from edge_ad.training.rundir import RunDir
-
-        rd = RunDir(run)
-        before = _rescore(rd, set_)
-        try:
-            _calibrate(run, data, normal)
-        except BaseException:
-            rd.config.write_text(before)  # the run keeps the config its calibration was made for
-            raise
+        _calibrate(run, data, normal, set_)
 
 
 def _rescore(run: RunDir, overrides: list[str]) -> str:
@@ -89,28 +79,47 @@ def _rescore(run: RunDir, overrides: list[str]) -> str:
                 f"--set {item}: calibrate changes only scoring.* options; the rest was trained into the run "
                 "(train again to change it)"
             )
+        if path[1] == "assumed_fps":
+            raise UserError(
+                f"--set {item}: scoring.assumed_fps is the frame rate of the footage the run was trained on; "
+                "train again on footage at the new rate (edge-ad data import --fps)"
+            )
     before = run.config.read_text()
     raw = apply_overrides(yaml.safe_load(before), overrides)
     cfg = config_from_dict(raw, str(run.config), overrides)
-    run.config.write_text(cfg.to_yaml())
+    _write_atomically(run.config, cfg.to_yaml())
     return before
 
 
-def _calibrate(run: Path, data: Path | None, normal: list[Path] | None = None) -> None:
+def _write_atomically(path: Path, text: str) -> None:
+    """A run's config is never left half written: the new text goes to a sibling file, then replaces it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _calibrate(run: Path, data: Path | None, normal: list[Path] | None = None, overrides: Sequence[str] = ()) -> None:
+    """``overrides``: ``scoring.*`` changes written to the run first; if the calibration fails, the run keeps
+    the config its calibration was made for."""
     from edge_ad.data.video import quiet_ffmpeg
     from edge_ad.errors import UserError
     from edge_ad.scoring.calibrate import calibrate_run
     from edge_ad.training.rundir import RunDir
 
     quiet_ffmpeg()
-
+    rd = RunDir(run)
     if data is None:
-        rd = RunDir(run)
         rd.load_config()  # a path that is no run says so, before it is asked which data it trained on
         data = Path(rd.read_json("split")["data_root"]) if rd.split.is_file() else None
         if data is None:
             raise UserError(f"pass --data: {run} does not say which data it was trained on")
-    calib = calibrate_run(run, data, normal)
+    before = _rescore(rd, list(overrides)) if overrides else None
+    try:
+        calib = calibrate_run(run, data, normal)
+    except BaseException:
+        if before is not None:
+            _write_atomically(rd.config, before)
+        raise
     note = "" if calib["budget_resolved"] else " (extrapolated: too little normal footage for the budget)"
     extra = sum(f["frames"] for f in calib["normal_footage"])
     sampled = sum(f["sampled"] for f in calib["normal_footage"])
