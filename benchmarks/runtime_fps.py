@@ -236,7 +236,7 @@ def _recording(video: str, frames: int, rate: float | None) -> Path:
 
     info = video_info(video)
     scored = info.frame_count * min(1.0, (rate or info.fps) / info.fps) if info.fps else info.frame_count
-    if scored < frames:
+    if info.frame_count and scored < frames:  # a container that does not count its frames is taken at its word
         raise UserError(f"{video} gives about {scored:.0f} frames at the model's rate; ask for fewer with --frames")
     return info.path
 
