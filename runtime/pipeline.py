@@ -34,7 +34,7 @@ from edge_ad import __version__
 from edge_ad.alerting import AlertEvent, AlertTracker
 from edge_ad.config import RuntimeConfig, StreamConfig
 from edge_ad.data.preprocess import ChannelBuilder, to_model_frame
-from edge_ad.data.rate import SAME_RATE
+from edge_ad.data.rate import LIVE_SAME_RATE, SAME_RATE
 from edge_ad.errors import UserError
 from edge_ad.export.bundle import MANIFEST, Bundle
 from edge_ad.runtime.alerts import AlertJournal, regions, render_snapshot
@@ -375,7 +375,11 @@ class Runtime:
         if gate.active and "active" not in said:
             said.add("active")
             log.info(f"{name}: {source:g} frames/s; scoring {rate:g} a second, the model's rate (runtime.analysis_fps)")
-        elif source is not None and source < rate / SAME_RATE and "slow" not in said:
+        elif (
+            source is not None
+            and source < rate / (LIVE_SAME_RATE if gate.measure else SAME_RATE)
+            and "slow" not in said
+        ):
             said.add("slow")
             log.warning(
                 f"{name}: {source:.3g} frames/s, below the model's {rate:g}: motion looks faster than the model "

@@ -444,7 +444,6 @@ class Capture:
             self.events.connected(self.stream)
             if not self.gate.measure:  # the first connection; after a reconnection the measured rate still holds
                 self.gate = RateGate(self.rate, None, measure=True)
-            self.gate.reported = self.reader.fps
             self.gate.reset()
             try:
                 while not self._done():

@@ -59,3 +59,19 @@ def test_a_reconnection_restarts_the_clock_but_keeps_the_measured_rate() -> None
     gate.reset()
     assert gate.keep(100.0)  # the first frame after the outage: a new clock, the 99 s gap not an interval
     assert gate.source_rate == pytest.approx(30.0)
+
+
+def test_a_network_that_delivers_in_bursts_is_measured_by_count_over_time() -> None:
+    """A 10 frames/s camera whose frames come three at a time every 0.3 s keeps them all; a 30 frames/s one
+    in bursts of three with one timestamp keeps one of each burst."""
+    slow = np.repeat(np.arange(100) * 0.3, 3)
+    assert len(_kept(slow, 10.0, None, measure=True)) == 300
+    fast = np.repeat(np.arange(100) * 0.1, 3)
+    kept = _kept(fast, 10.0, None, measure=True)
+    assert len(kept) == pytest.approx(100, abs=6) and len(np.unique(kept[6:])) == len(kept[6:])  # after warm-up
+
+
+@pytest.mark.parametrize(("arriving", "thinned"), [(11.5, False), (13.0, True)])
+def test_a_live_source_counts_as_faster_from_a_fifth_above_the_model(arriving: float, thinned: bool) -> None:
+    kept = _kept(np.arange(300) / arriving, 10.0, None, measure=True)
+    assert (len(kept) < 290) == thinned

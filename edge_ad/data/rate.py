@@ -11,7 +11,6 @@ frames/s camera.
 from __future__ import annotations
 
 import math
-import statistics
 from collections import deque
 from collections.abc import Iterator
 
@@ -19,8 +18,8 @@ from edge_ad.data.video import FramePacket
 
 SAME_RATE = 1.05  # a source within 5 % of the model's rate keeps every frame (containers round their rates)
 SLACK = 0.45  # of a source frame: the frame nearest a tick is kept; of two as near (25 -> 10), the later
-MEASURED = 30  # live: the source's rate is the median of this many arrival intervals ...
-MEASURED_MIN = 5  # ... once this many have been seen; until then the rate it reports, if any
+MEASURED = 30  # live: the source's rate is measured over this many arrival intervals ...
+MEASURED_MIN = 5  # ... once this many have been seen; until then every frame is kept
 # Live arrivals jitter (tens of ms on a network), so a measured rate counts as faster only 20 % above the
 # model's: a 10 frames/s camera is never thinned, one at 12.5 frames/s or more (cameras' usual rates) is.
 LIVE_SAME_RATE = 1.2
@@ -34,9 +33,10 @@ class RateGate:
     model's rate or below, or of unknown rate, keeps everything: frames cannot be made up (callers warn).
 
     ``measure``: a live source, timed by arrival. What a camera or a stream reports as its rate is often
-    wrong (FFmpeg says 25 for a stream that does not say), so the source's rate is measured from the
-    arrival intervals: a 10 frames/s camera that reports 30 is not decimated, and the ``ffmpeg`` decoder,
-    which reports nothing, is decimated like OpenCV's.
+    wrong (FFmpeg says 25 for a stream that does not say), so the rate is measured instead: frames over
+    the time they took to arrive, which holds when a network delivers them in bursts. A 10 frames/s camera
+    that reports 30 is not decimated, and the ``ffmpeg`` decoder, which reports nothing, is decimated like
+    OpenCV's. Until ``MEASURED_MIN`` intervals are in, every frame is kept.
     """
 
     def __init__(self, rate: float | None, source_fps: float | None, measure: bool = False) -> None:
@@ -51,11 +51,12 @@ class RateGate:
 
     @property
     def source_rate(self) -> float | None:
-        """Frames a second the source gives: measured when live (once enough frames came), else as reported."""
-        if self.measure and len(self._intervals) >= MEASURED_MIN:
-            median = statistics.median(self._intervals)
-            return 1.0 / median if median > 0 else None
-        return self.reported
+        """Frames a second the source gives: measured when live (None until enough frames came), else as
+        reported."""
+        if not self.measure:
+            return self.reported
+        elapsed = sum(self._intervals)
+        return len(self._intervals) / elapsed if len(self._intervals) >= MEASURED_MIN and elapsed > 0 else None
 
     @property
     def active(self) -> bool:
