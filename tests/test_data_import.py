@@ -112,6 +112,20 @@ def test_every_recording_is_checked_before_a_frame_is_written(tmp_path: Path) ->
     assert not (tmp_path / "data").exists()
 
 
+def test_two_cameras_in_one_import_are_refused(tmp_path: Path) -> None:
+    a = _write_video(tmp_path / "a.avi", n=10, fps=10.0)
+    b = _write_video(tmp_path / "b.avi", n=10, fps=10.0, size=(96, 128))
+    with pytest.raises(UserError, match=r"b.avi gives 128x96 frames but .*a.avi is 64x48"):
+        import_recordings([a, b], tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_camera_size_is_read_from_test_clips_too(tmp_path: Path) -> None:
+    import_recordings([_write_video(tmp_path / "a.avi", n=10, fps=10.0)], tmp_path / "data", split="test")
+    with pytest.raises(UserError, match="data's clips are 64x48"):
+        import_recordings([_write_video(tmp_path / "b.avi", n=10, fps=10.0, size=(96, 128))], tmp_path / "data")
+
+
 def test_another_cameras_size_is_refused_and_size_matches_it(tmp_path: Path) -> None:
     import_recordings([_write_video(tmp_path / "a.avi", n=10, fps=10.0)], tmp_path / "data", clip_seconds=1.0)
     other = _write_video(tmp_path / "b.avi", n=10, fps=10.0, size=(96, 128))
@@ -140,6 +154,7 @@ def test_the_cli_prints_what_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixt
         ("short_clips", r"--clip-seconds 0.5: give 1 s or more"),
         ("nan_source", r"--source-fps nan is not a frame rate"),
         ("no_size", r"--size 0x0: both sides must be at least 1 px"),
+        ("one_frame_clips", r"--clip-seconds 1 at --fps 1 is under 2 frames a clip"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, message: str) -> None:
@@ -164,6 +179,7 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
             "short_clips": ["--clip-seconds", "0.5"],
             "nan_source": ["--source-fps", "nan"],
             "no_size": ["--size", "0x0"],
+            "one_frame_clips": ["--fps", "1", "--clip-seconds", "1"],
         }.get(case, [])
     code, stdout, err = _cli(["data", "import", source, "--out", str(out), *extra], capsys)
     assert code == 2 and "Traceback" not in err

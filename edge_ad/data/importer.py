@@ -84,6 +84,8 @@ def _check_numbers(fps: float, clip_seconds: float, source_fps: float | None, si
         raise UserError(f"--fps {fps:g} is not a frame rate; give a positive number (the config's assumed_fps)")
     if not (math.isfinite(clip_seconds) and clip_seconds >= 1):
         raise UserError(f"--clip-seconds {clip_seconds:g}: give 1 s or more (UCSD's clips are 20 s)")
+    if round(clip_seconds * fps) < MIN_CLIP_FRAMES:
+        raise UserError(f"--clip-seconds {clip_seconds:g} at --fps {fps:g} is under {MIN_CLIP_FRAMES} frames a clip")
     if source_fps is not None and not (math.isfinite(source_fps) and source_fps > 0):
         raise UserError(f"--source-fps {source_fps:g} is not a frame rate; give a positive number")
     if size is not None and min(size) < 1:
@@ -171,13 +173,15 @@ def import_recordings(
     root = Path(out).expanduser()
     if root.exists() and not root.is_dir():
         raise UserError(f"--out {root} is a file; give a dataset folder (it is made if missing)")
-    camera = _camera_size(root)
+    camera, seen_in = _camera_size(root), f"{root}'s clips are"
     for rec in recordings:
         shape = size or (rec.height, rec.width)
-        if camera is not None and shape != camera:
+        if camera is None:
+            camera, seen_in = shape, f"{rec.path} is"
+        elif shape != camera:
             raise UserError(
-                f"{rec.path} gives {shape[1]}x{shape[0]} frames but {root}'s clips are {camera[1]}x{camera[0]}: "
-                f"one dataset is one camera; import into another --out, or give --size {camera[0]}x{camera[1]}"
+                f"{rec.path} gives {shape[1]}x{shape[0]} frames but {seen_in} {camera[1]}x{camera[0]}: one "
+                f"dataset is one camera; import into another --out, or give --size {camera[0]}x{camera[1]}"
             )
     name = "Train" if split == "train" else "Test"
     split_dir = (find_child(root, name) if root.is_dir() else None) or root / name

@@ -257,7 +257,8 @@ def sample_footage(
     """Every stride-th frame of the footage, for the per-pixel statistics, and what was read of each clip.
     The stride comes from the clips' own lengths, and doubles (every other kept frame dropped) whenever more
     than twice ``budget`` frames are kept: a container's frame count can be wrong or missing."""
-    stride = max(1, math.ceil(sum(c.length for c in clips) / budget))
+    at_rate = (c.length * min(1.0, cfg.scoring.assumed_fps / c.fps) if c.fps else c.length for c in clips)
+    stride = max(1, math.ceil(sum(at_rate) / budget))  # frames as read: faster footage is resampled first
     kept: list[tuple[int, np.ndarray]] = []
     records: list[dict[str, Any]] = []
     index = 0
