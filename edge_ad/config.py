@@ -249,7 +249,8 @@ class StreamConfig(Section):
     # URLs: OpenCV's FFmpeg backend, or an `ffmpeg` subprocess (optionally with `-hwaccel <hwaccel>`).
     decoder: Literal["opencv", "ffmpeg"] = "opencv"
     hwaccel: str | None = None
-    # Frames folders have no rate of their own: pace=realtime plays them at this rate (UCSD is 10 fps).
+    # Frames folders have no rate of their own: pace=realtime plays them at this rate (UCSD is 10 fps). For a
+    # video file, its rate when the container's is wrong or missing (as `edge-ad data import --source-fps`).
     fps: float | None = Field(None, gt=0.0)
 
     @field_validator("name")

@@ -84,12 +84,21 @@ def gstreamer_available() -> bool:
 class OpenCVReader(Reader):
     """cv2.VideoCapture for cameras (V4L2), URLs and files (FFmpeg) and GStreamer pipelines."""
 
-    def __init__(self, target: int | str, api: int, live: bool, label: str, stall_s: float | None = None):
+    def __init__(
+        self,
+        target: int | str,
+        api: int,
+        live: bool,
+        label: str,
+        stall_s: float | None = None,
+        fps: float | None = None,
+    ):
         self.target = target
         self.api = api
         self.live = live
         self.label = label
         self.stall_s = stall_s
+        self._fps = fps  # the user's rate for a file whose container is wrong or silent
         self._cap: cv2.VideoCapture | None = None
         self._count = 0
         self._pos = 0
@@ -104,7 +113,7 @@ class OpenCVReader(Reader):
             cap.release()
             raise SourceError(f"cannot open {self.label}")
         self._cap = cap
-        self.fps = clean_rate(cap.get(cv2.CAP_PROP_FPS)) or None
+        self.fps = self._fps or clean_rate(cap.get(cv2.CAP_PROP_FPS)) or None
         self._count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
         self._pos = 0
 
@@ -327,18 +336,18 @@ def make_reader(stream: StreamConfig, grayscale: bool, stall_s: float) -> Reader
             )
         return OpenCVReader(src, cv2.CAP_GSTREAMER, live=True, label="GStreamer pipeline", stall_s=stall_s)
     if kind == "video":
-        return _video_reader(Path(src))
+        return _video_reader(Path(src), stream.fps)
     if kind == "frames":
         return _frames_reader(Path(src), stream.fps or FRAMES_DEFAULT_FPS)
     raise UserError(f"unknown source kind '{kind}'")
 
 
-def _video_reader(path: Path) -> OpenCVReader:
+def _video_reader(path: Path, fps: float | None = None) -> OpenCVReader:
     if path.is_dir():
         raise UserError(f"{path} is a folder; --video takes a video file (a folder of frames is --frames)")
     if not path.is_file():
         raise UserError(f"video not found: {path}")
-    reader = OpenCVReader(str(path), cv2.CAP_FFMPEG, live=False, label=str(path))
+    reader = OpenCVReader(str(path), cv2.CAP_FFMPEG, live=False, label=str(path), fps=fps)
     try:
         reader.open()
     except SourceError:

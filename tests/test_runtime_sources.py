@@ -100,6 +100,18 @@ def test_a_file_faster_than_the_model_gives_the_frames_at_its_rate(tmp_path: Pat
     assert [f.index for f in capture(at_rate, board_for("v"), pace="max", rate=10.0)] == list(range(9))
 
 
+def test_a_files_rate_can_be_given_when_its_container_lies(tmp_path: Path) -> None:
+    """A 10 frames/s recording whose container says 30: the stream's fps is believed instead, so no frame is
+    decimated, and realtime pacing follows it."""
+    write_video(tmp_path / "clip.avi", 6, fps=30.0)
+    stream = StreamConfig(name="v", source=str(tmp_path / "clip.avi"), kind="video", fps=10.0)
+    board = board_for("v")
+    t0 = time.monotonic()
+    frames = capture(stream, board, pace="realtime", rate=10.0)
+    assert [f.index for f in frames] == list(range(6)) and board.streams["v"].decimated == 0
+    assert time.monotonic() - t0 >= 5 / 10.0 * 0.95
+
+
 def test_loop_restarts_the_file_and_numbers_keep_growing(tmp_path: Path) -> None:
     write_video(tmp_path / "clip.avi", 5)
     stream = StreamConfig(name="v", source=str(tmp_path / "clip.avi"), kind="video", loop=True)
