@@ -62,3 +62,20 @@ def edited_run(tiny_run: Path, tmp_path: Path) -> Callable[[Callable[[dict], Non
         return run
 
     return make
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], tuple[int, str, str]]:
+    """``edge-ad ARGS`` in this process: (exit status, stdout, stderr), as a user's shell would see them."""
+    from edge_ad.cli.main import main
+
+    def run(args: list[str]) -> tuple[int, str, str]:
+        try:
+            main(args)
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -141,8 +141,9 @@ def test_footage_is_sampled_evenly_with_its_true_motion_even_when_its_length_is_
     np.testing.assert_array_equal(sampled, every[::stride])
 
 
-def _calibrate_cli(run: Path, scene: Path, normal: Path) -> subprocess.CompletedProcess[str]:
-    args = ["calibrate", "--run", str(run), "--data", str(scene), "--normal", str(normal)]
+def _calibrate_cli(run: Path, scene: Path, *options: str | Path) -> subprocess.CompletedProcess[str]:
+    """``edge-ad calibrate --run RUN --data SCENE OPTIONS`` in its own process."""
+    args = ["calibrate", "--run", str(run), "--data", str(scene), *map(str, options)]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     return subprocess.run(
         [sys.executable, "-m", "edge_ad.cli.main", *args], capture_output=True, text=True, timeout=300, env=env
@@ -151,7 +152,7 @@ def _calibrate_cli(run: Path, scene: Path, normal: Path) -> subprocess.Completed
 
 def test_cli_calibrates_on_footage_and_says_how_much(edited_run, tiny_scene: Path, footage) -> None:
     run = edited_run(lambda cfg: None)
-    done = _calibrate_cli(run, tiny_scene, footage["video"])
+    done = _calibrate_cli(run, tiny_scene, "--normal", footage["video"])
     assert done.returncode == 0, done.stderr
     assert "and 48 of normal footage: alert threshold" in done.stdout
 
@@ -161,7 +162,7 @@ def test_cli_warns_of_damaged_footage_frames_it_skipped(edited_run, tiny_scene: 
     folder = tmp_path / "morning"
     shutil.copytree(footage["folder"], folder)
     sorted(folder.iterdir())[5].write_bytes(b"not a frame")
-    done = _calibrate_cli(run, tiny_scene, folder)
+    done = _calibrate_cli(run, tiny_scene, "--normal", folder)
     assert done.returncode == 0, done.stderr
     assert "and 47 of normal footage" in done.stdout
     assert f"warning: {folder.resolve()}: 1 damaged frame(s) skipped" in done.stderr
@@ -205,7 +206,7 @@ def test_bad_footage_is_one_line_and_leaves_the_calibration_alone(
         "empty": empty,
         "missing": tmp_path / "nowhere.mp4",
     }.get(which) or (tmp_path / "recordings" if which in copies else footage[which])
-    done = _calibrate_cli(run, tiny_scene, path)
+    done = _calibrate_cli(run, tiny_scene, "--normal", path)
     assert done.returncode == 2
     assert message.format(train=split["train"][0], val=split["val"][0]) in done.stderr
     assert done.stderr.strip().count("\n") == 0, done.stderr  # one line: no FFmpeg or OpenCV chatter, no traceback
@@ -260,11 +261,9 @@ def test_calibrate_set_changes_the_runs_scoring_then_calibrates(edited_run, tiny
     from edge_ad.scoring.load import load_pipeline
 
     run = edited_run(lambda cfg: cfg["scoring"].update(normalise="pixel"))
-    args = ["calibrate", "--run", str(run), "--data", str(tiny_scene)]
-    assert subprocess.run([sys.executable, "-m", "edge_ad.cli.main", *args], capture_output=True).returncode == 0
+    assert _calibrate_cli(run, tiny_scene).returncode == 0
     assert json.loads((run / "calibration.json").read_text())["normalise"] == "pixel"
-    args += ["--set", "scoring.normalise=global"]
-    done = subprocess.run([sys.executable, "-m", "edge_ad.cli.main", *args], capture_output=True, text=True)
+    done = _calibrate_cli(run, tiny_scene, "--set", "scoring.normalise=global")
     assert done.returncode == 0, done.stderr
     assert load_config(run / "config.yaml").scoring.normalise == "global"
     assert json.loads((run / "calibration.json").read_text())["normalise"] == "global"
@@ -284,8 +283,7 @@ def test_calibrate_set_changes_the_runs_scoring_then_calibrates(edited_run, tiny
 def test_calibrate_set_refuses_what_it_cannot_change(edited_run, tiny_scene: Path, override: str, message: str) -> None:
     run = edited_run(lambda cfg: None)
     before = [(run / f).read_bytes() for f in ("config.yaml", "calibration.json")]
-    args = ["calibrate", "--run", str(run), "--data", str(tiny_scene), "--set", override]
-    done = subprocess.run([sys.executable, "-m", "edge_ad.cli.main", *args], capture_output=True, text=True)
+    done = _calibrate_cli(run, tiny_scene, "--set", override)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert [(run / f).read_bytes() for f in ("config.yaml", "calibration.json")] == before
 
@@ -293,7 +291,6 @@ def test_calibrate_set_refuses_what_it_cannot_change(edited_run, tiny_scene: Pat
 def test_calibrate_set_leaves_the_config_as_it_was_when_calibration_fails(edited_run, tmp_path: Path) -> None:
     run = edited_run(lambda cfg: None)
     before = (run / "config.yaml").read_bytes()
-    args = ["calibrate", "--run", str(run), "--data", str(tmp_path / "gone"), "--set", "scoring.normalise=global"]
-    done = subprocess.run([sys.executable, "-m", "edge_ad.cli.main", *args], capture_output=True, text=True)
+    done = _calibrate_cli(run, tmp_path / "gone", "--set", "scoring.normalise=global")
     assert done.returncode == 2 and "does not exist" in done.stderr, done.stderr
     assert (run / "config.yaml").read_bytes() == before

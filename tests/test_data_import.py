@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from edge_ad.cli.main import main
 from edge_ad.data.importer import import_recordings
 from edge_ad.data.ucsd import open_ucsd, read_image
 from edge_ad.errors import UserError
@@ -34,16 +34,6 @@ def _index(image: np.ndarray) -> int:
 
 def _source_frames(clip_dir: Path) -> list[int]:
     return [_index(read_image(p)) for p in sorted(clip_dir.glob("*.png"))]
-
-
-def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_a_30_fps_recording_becomes_10_fps_clips(tmp_path: Path) -> None:
@@ -135,9 +125,9 @@ def test_another_cameras_size_is_refused_and_size_matches_it(tmp_path: Path) -> 
     assert more.clips == ["Train002"]
 
 
-def test_the_cli_prints_what_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_prints_what_it_wrote(tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]) -> None:
     video = _write_video(tmp_path / "cam.avi", n=60, fps=30.0)
-    code, out, _ = _cli(["data", "import", str(video), "--out", str(tmp_path / "d"), "--clip-seconds", "1"], capsys)
+    code, out, _ = cli(["data", "import", str(video), "--out", str(tmp_path / "d"), "--clip-seconds", "1"])
     assert code == 0, out
     assert "wrote 2 clips, 20 frames at 10 frames/s (2.0 s)" in out and "read 60 frames from 1 recording at 30" in out
 
@@ -157,7 +147,9 @@ def test_the_cli_prints_what_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixt
         ("one_frame_clips", r"--clip-seconds 1 at --fps 1 is under 2 frames a clip"),
     ],
 )
-def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, message: str) -> None:
+def test_bad_input_is_one_line(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]], case: str, message: str
+) -> None:
     import re
 
     video = _write_video(tmp_path / "cam.avi", n=10, fps=5.0 if case == "slow" else 10.0)
@@ -181,7 +173,7 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
             "no_size": ["--size", "0x0"],
             "one_frame_clips": ["--fps", "1", "--clip-seconds", "1"],
         }.get(case, [])
-    code, stdout, err = _cli(["data", "import", source, "--out", str(out), *extra], capsys)
+    code, stdout, err = cli(["data", "import", source, "--out", str(out), *extra])
     assert code == 2 and "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and re.search(message, lines[0]), err

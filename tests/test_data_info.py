@@ -6,25 +6,15 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from edge_ad.cli.main import main
 from edge_ad.data.mfile import parse_gt_file
 from edge_ad.data.synth import GT_NAME
-
-
-def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +30,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_json_counts_match_m_file_and_masks(scene: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _cli(["data", "info", str(scene), "--json"], capsys)
+def test_json_counts_match_m_file_and_masks(scene: Path, cli: Callable[[list[str]], tuple[int, str, str]]) -> None:
+    code, out, _ = cli(["data", "info", str(scene), "--json"])
     assert code == 0
     info = json.loads(out)
     ranges = parse_gt_file(scene / GT_NAME)
@@ -62,8 +52,8 @@ def test_json_counts_match_m_file_and_masks(scene: Path, capsys: pytest.CaptureF
     assert info["test"]["mean_mask_coverage"] == pytest.approx(float(np.mean(fractions)))
 
 
-def test_table_for_humans(scene: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _cli(["data", "info", str(scene)], capsys)
+def test_table_for_humans(scene: Path, cli: Callable[[list[str]], tuple[int, str, str]]) -> None:
+    code, out, _ = cli(["data", "info", str(scene)])
     assert code == 0
     assert "Test003" in out and "UCSDsynth.m" in out and "train: 1 clips, 30 frames" in out
 
@@ -83,14 +73,16 @@ def test_table_for_humans(scene: Path, capsys: pytest.CaptureFixture[str]) -> No
     ],
     ids=["size-format", "size-range", "negative", "no-clips", "frames", "foreign-folder", "missing", "layout", "m"],
 )
-def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str):
+def test_cli_errors_are_one_line(
+    tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]], args: list[str], message: str
+):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
     clip = tmp_path / "badm" / "Test" / "Test001"
     clip.mkdir(parents=True)
     cv2.imwrite(str(clip / "001.tif"), np.zeros((8, 8), np.uint8))
     (tmp_path / "badm" / "UCSDped1.m").write_text("TestVideoFile = {};\nTestVideoFile{end+1}.gt_frame = [9:3];\n")
-    code, out, err = _cli([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)
+    code, out, err = cli([a.replace("{tmp}", str(tmp_path)) for a in args])
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edge-ad: error: "), err
@@ -99,7 +91,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_masks_eval_would_refuse_are_warned_about(
-    scene: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    scene: Path, tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
 ) -> None:
     import shutil
 
@@ -107,10 +99,10 @@ def test_masks_eval_would_refuse_are_warned_about(
     shutil.copytree(scene, data)
     for p in (data / "Test" / "Test002_gt").iterdir():
         cv2.imwrite(str(p), np.zeros((32, 48), np.uint8))
-    code, out, _ = _cli(["data", "info", str(data)], capsys)
+    code, out, _ = cli(["data", "info", str(data)])
     assert code == 0
     assert "warning: Test002: masks are 32x48 but frames are 64x96" in out
     assert "Test001:" not in out.split("warning:", 1)[1]  # the other clips' masks are fine
-    code, out, _ = _cli(["data", "info", str(data), "--json"], capsys)
+    code, out, _ = cli(["data", "info", str(data), "--json"])
     problems = {c["name"]: c["problems"] for c in json.loads(out)["test"]["per_clip"]}
     assert problems == {"Test001": [], "Test002": ["masks are 32x48 but frames are 64x96"], "Test003": []}

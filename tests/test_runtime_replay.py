@@ -73,6 +73,19 @@ def clip_from(scene: Path, name: str, tmp_path: Path) -> Path:
     return clip
 
 
+def edge_ad_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``edge-ad ARGS`` as a user runs it, in its own process."""
+    cmd = [sys.executable, "-m", "edge_ad.cli.main", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+
+
+def model_output(bundle, images: list[np.ndarray]):  # noqa: ANN001, ANN201 (a Bundle in, an InferenceResult out)
+    """What the bundle gives for these frames in this order, each with its motion channel to the one before."""
+    tensors = np.stack(list(model_channels(images, bundle.input_size, bundle.grayscale, bundle.temporal_offsets)))
+    return OnnxRuntimeBackend(bundle).infer(tensors)
+
+
 def check_stream_messages(messages: list[tuple[str, dict, bytes]], stream: str, indices: list[int]) -> list:
     """One map per frame in order, and one seq counter per stream with no gap across its topics."""
     mine = [m for m in messages if m[1]["stream"] == stream]
@@ -127,8 +140,7 @@ def test_frames_folder_replay(tiny_bundle: Path, tiny_scene: Path, tmp_path: Pat
     # The maps are the model's on exactly the frames the file holds, with temporal channels built in capture
     # order over the decodable frames (the torn one is not part of any frame's past).
     images = [cv2.imread(str(files[i]), cv2.IMREAD_UNCHANGED) for i in indices]
-    tensors = np.stack(list(model_channels(images, bundle.input_size, bundle.grayscale, bundle.temporal_offsets)))
-    expected = OnnxRuntimeBackend(bundle).infer(tensors)
+    expected = model_output(bundle, images)
     got = np.stack([decode_map(header, payload) for header, payload in maps]).astype(int)
     assert np.abs(got - encode_map(expected.maps, "uint8", bundle.map_scale).astype(int)).max() <= 1
     scores = np.array([header["score"] for header, _ in maps])
@@ -183,11 +195,10 @@ def test_cli_replays_a_video_and_a_folder_in_one_process(tiny_bundle: Path, tiny
         stderr=subprocess.PIPE,
         text=True,
     )
-    run = subprocess.run(
-        [*cli, "run", "--bundle", str(tiny_bundle), "--video", str(video), "--frames", str(folder),
-         "--name", "door", "--name", "hall", "--pace", "max", "--endpoint", endpoint, "--metrics-port", "0",
-         "--journal", str(journal), "--set", "runtime.wait_subscribers=2"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "2"},
+    run = edge_ad_cli(
+        "run", "--bundle", str(tiny_bundle), "--video", str(video), "--frames", str(folder),
+        "--name", "door", "--name", "hall", "--pace", "max", "--endpoint", endpoint, "--metrics-port", "0",
+        "--journal", str(journal), "--set", "runtime.wait_subscribers=2",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     messages = drain(sub)
@@ -218,11 +229,10 @@ def test_a_30_fps_video_is_scored_at_the_models_10(tiny_bundle: Path, tiny_scene
     writer.release()
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     ctx, sub = subscriber(endpoint)
-    run = subprocess.run(
-        [sys.executable, "-m", "edge_ad.cli.main", "run", "--bundle", str(tiny_bundle), "--video", str(video),
-         "--name", "fast", "--pace", "max", "--endpoint", endpoint, "--metrics-port", "0",
-         "--journal", str(tmp_path / "journal"), "--set", "runtime.wait_subscribers=1"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "2"},
+    run = edge_ad_cli(
+        "run", "--bundle", str(tiny_bundle), "--video", str(video), "--name", "fast", "--pace", "max",
+        "--endpoint", endpoint, "--metrics-port", "0", "--journal", str(tmp_path / "journal"),
+        "--set", "runtime.wait_subscribers=1",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     messages = drain(sub)
@@ -232,10 +242,9 @@ def test_a_30_fps_video_is_scored_at_the_models_10(tiny_bundle: Path, tiny_scene
     mine = check_stream_messages(messages, "fast", kept)
     assert "fast: 30 frames/s; scoring 10 a second, the model's rate" in run.stderr
     bundle = load_bundle(tiny_bundle)
-    images = [frames[i] for i in kept]
-    tensors = np.stack(list(model_channels(images, bundle.input_size, bundle.grayscale, bundle.temporal_offsets)))
     scores = np.array([h["score"] for t, h, _ in mine if t == "map.fast"])
-    np.testing.assert_allclose(scores, OnnxRuntimeBackend(bundle).infer(tensors).scores, rtol=1e-4, atol=1e-5)
+    expected = model_output(bundle, [frames[i] for i in kept]).scores
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_the_scoring_rate_follows_the_bundle_and_the_config(

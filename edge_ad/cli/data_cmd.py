@@ -75,6 +75,6 @@ def register(app: typer.Typer) -> None:
             size=parse_size(size) if size else None,
             source_fps=source_fps,
         )
-        typer.echo(summary.describe(fps))
+        typer.echo(summary.describe())
 
     app.add_typer(data, name="data")

@@ -36,6 +36,7 @@ MIN_CLIP_FRAMES = 2  # a tail shorter than this has no motion to learn and is dr
 @dataclass
 class ImportSummary:
     split_dir: Path
+    fps: float  # the rate the clips were written at
     clips: list[str] = field(default_factory=list)
     frames: int = 0
     read: int = 0  # decoded frames, before resampling
@@ -43,7 +44,8 @@ class ImportSummary:
     dropped_tail: int = 0  # frames in tails too short to be a clip
     sources: list[tuple[str, float]] = field(default_factory=list)  # (file, its frame rate)
 
-    def describe(self, fps: float) -> str:
+    def describe(self) -> str:
+        fps = self.fps
         rates = sorted({f"{r:g}" for _, r in self.sources})
         lines = [
             f"wrote {_count(len(self.clips), 'clip')}, {self.frames} frames at {fps:g} frames/s "
@@ -188,7 +190,7 @@ def import_recordings(
     make_dir(split_dir, "dataset folder")
     number = _next_number(split_dir, name)
     clip_frames = round(clip_seconds * fps)
-    summary = ImportSummary(split_dir)
+    summary = ImportSummary(split_dir, fps)
     for rec, rate in zip(recordings, rates, strict=True):
         summary.sources.append((rec.path.name, rate))
         with iter_video(rec.path, source_fps) as stream:

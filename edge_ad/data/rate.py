@@ -47,7 +47,6 @@ class RateGate:
         self._intervals: deque[float] = deque(maxlen=MEASURED)
         self._last: float | None = None
         self._tick: float | None = None
-        self.passed = 0  # frames not kept, over the gate's life
 
     @property
     def source_rate(self) -> float | None:
@@ -60,7 +59,9 @@ class RateGate:
 
     @property
     def active(self) -> bool:
-        source = self.source_rate
+        return self._faster(self.source_rate)
+
+    def _faster(self, source: float | None) -> bool:
         return bool(self.rate and source and source > self.rate * (LIVE_SAME_RATE if self.measure else SAME_RATE))
 
     def reset(self) -> None:
@@ -73,14 +74,14 @@ class RateGate:
         if self.measure and self._last is not None:
             self._intervals.append(t - self._last)
         self._last = t
-        if not self.active:
+        source = self.source_rate
+        if not self._faster(source):
             self._tick = None
             return True
-        slack = SLACK / self.source_rate  # type: ignore[operator]  # active: the rate is known
+        slack = SLACK / source  # type: ignore[operator]  # faster: the rate is known
         if self._tick is None:
             self._tick = t
         if t + slack < self._tick:
-            self.passed += 1
             return False
         self._tick += self.step * (math.floor((t + slack - self._tick) / self.step) + 1)
         return True
