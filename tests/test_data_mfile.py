@@ -10,6 +10,7 @@ import pytest
 from edge_ad.data.mfile import (
     format_ranges,
     labels_to_ranges,
+    parse_gt_entries,
     parse_gt_file,
     parse_gt_text,
     ranges_to_labels,
@@ -93,3 +94,18 @@ def test_labels_roundtrip() -> None:
     assert labels_to_ranges(np.zeros(4, bool)) == [] and format_ranges([]) == "[]"
     with pytest.raises(UserError, match="frames 5:9 exceed the clip's 8 frames"):
         ranges_to_labels([(5, 9)], 8)
+
+
+def test_kinds_come_from_the_lines_trailing_comment() -> None:
+    """What ``edge-ad synth`` writes, a hand-written label, none at all (UCSD's own files), and a comment on a
+    line of its own, which names no clip's kinds."""
+    text = (
+        "% Test001: cart\n"
+        f"{E}[1:5];  % cart, vehicle\n"
+        f"{E}[];  % no anomaly\n"
+        f"{E}[2:3];\n"
+        f"{E}[4:9]; %  Cyclist near the gate \n"
+    )
+    entries = parse_gt_entries(text)
+    assert [e.kinds for e in entries] == [("cart", "vehicle"), (), (), ("Cyclist near the gate",)]
+    assert [e.ranges for e in entries] == parse_gt_text(text) == [[(1, 5)], [], [(2, 3)], [(4, 9)]]

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from edge_ad.data.synth import ANOMALY_KINDS
+from edge_ad.data.ucsd import open_ucsd
 from edge_ad.errors import UserError
 from edge_ad.evaluation.evaluate import evaluate
 
@@ -27,6 +29,13 @@ def test_eval_bundle_with_baselines_writes_report(tiny_bundle: Path, tiny_scene:
     summaries = results.summaries()
     ours = summaries["edge-ad (bundle)"]
     assert ours.frame_auroc is not None and 0.0 <= ours.frame_auroc <= 1.0
+    # the synthetic scene's label file names each clip's anomaly kinds: the kinds table follows them
+    clips = open_ucsd(tiny_scene).test
+    kinds = [set(c.kinds) for c in clips]
+    alone = {min(k): kinds.count(k) for k in kinds if len(k) == 1}
+    assert alone and set(alone) <= set(ANOMALY_KINDS)
+    assert {k["kind"]: k["clips"] for k in report["by_kind"]} == alone
+    assert all(set(k["frame_auroc"]) == set(report["methods"]) for k in report["by_kind"])
 
 
 def test_eval_run_shows_each_map(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:

@@ -189,3 +189,38 @@ def test_report_folder_that_is_a_file_is_a_user_error(tmp_path: Path, evaluated)
     target.write_text("x")
     with pytest.raises(UserError, match="is a file"):
         write_report(target, evaluated[0])
+
+
+def test_scores_by_kind_pit_each_kinds_frames_against_every_normal_frame(tmp_path: Path) -> None:
+    """Two kinds named alone (a clip naming one twice names one), one clip naming both (left out of both), one clip naming none: each kind's AUROC is
+    that of its own clips' anomalous frames against the normal frames of all five clips, as computed here."""
+    ev = Evaluator([FrameDifference(size=(40, 40))], eval_size=EVAL, n_examples=2)
+    named = {"a": ("square",), "b": ("square", "square"), "c": ("blob",), "d": ("square", "blob"), "e": ()}
+    data = {n: clip(i, anomalous=n != "e") for i, n in enumerate(named)}
+    for n, (frames, labels, masks) in data.items():
+        ev.add_clip(n, frames, labels, masks, named[n])
+    results = ev.results()
+    scores = results.methods["frame-diff-k1"].scores
+    normal = np.concatenate([scores[n][~data[n][1]] for n in named])
+    rows = {k.kind: k for k in results.by_kind}
+    assert list(rows) == ["square", "blob"]
+    for kind, clips in (("square", ["a", "b"]), ("blob", ["c"])):
+        mine = np.concatenate([scores[n][data[n][1]] for n in clips])
+        expected = frame_auroc(np.concatenate([mine, normal]), np.r_[np.ones(mine.size), np.zeros(normal.size)])
+        assert rows[kind].frame_auroc["frame-diff-k1"] == pytest.approx(expected)
+        assert (rows[kind].clips, rows[kind].anomalous_frames) == (len(clips), mine.size)
+    write_report(tmp_path, results)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [k["kind"] for k in report["by_kind"]] == ["square", "blob"]
+    md = (tmp_path / "report.md").read_text()
+    assert "## By anomaly kind" in md
+    square = next(line for line in md.splitlines() if line.startswith("| square |"))
+    assert square == f"| square | 2 | 20 | {pct(rows['square'].frame_auroc['frame-diff-k1'])} |"
+    assert "frame AUROC by anomaly kind" in format_table(results)
+
+
+def test_no_kind_table_when_no_clip_names_a_kind(report_dir: Path, evaluated) -> None:
+    assert evaluated[0].by_kind == []
+    assert json.loads((report_dir / "report.json").read_text())["by_kind"] == []
+    assert "By anomaly kind" not in (report_dir / "report.md").read_text()
+    assert "by anomaly kind" not in format_table(evaluated[0])

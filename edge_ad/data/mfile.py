@@ -9,6 +9,7 @@ corrupt every evaluation number downstream.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,28 @@ _RANGE = re.compile(r"^(\d+)(?::(\d+))?(?::(\d+))?$")
 _EXAMPLE = "expected e.g. [61:180] or [1:10, 20, 30:40]"
 
 
+@dataclass(frozen=True)
+class GtEntry:
+    """One test clip's labels: its frame ranges, and the anomaly kinds its line's trailing comment names
+    (``... = [61:180];  % cyclist, cart``, as ``edge-ad synth`` writes; ``% no anomaly`` names none). UCSD's
+    own files carry no such comment; a user labelling footage may add one, and ``edge-ad eval`` then scores
+    each kind on its own."""
+
+    ranges: FrameRanges
+    kinds: tuple[str, ...] = ()
+
+
+NO_KIND = "no anomaly"
+
+
 def _strip_comment(line: str) -> str:
     return line.split("%", 1)[0].strip()
+
+
+def _kinds(line: str) -> tuple[str, ...]:
+    comment = line.partition("%")[2]
+    names = (k.strip() for k in comment.split(","))
+    return tuple(k for k in names if k and k.lower() != NO_KIND)
 
 
 def _parse_list(rhs: str, where: str) -> FrameRanges:
@@ -57,9 +78,9 @@ def _parse_list(rhs: str, where: str) -> FrameRanges:
     return ranges
 
 
-def parse_gt_text(text: str, name: str = "<gt>") -> list[FrameRanges | None]:
-    """Frame ranges per test clip, in clip order; ``None`` where an explicit index skipped a clip."""
-    clips: list[FrameRanges | None] = []
+def parse_gt_entries(text: str, name: str = "<gt>") -> list[GtEntry | None]:
+    """Labels per test clip, in clip order; ``None`` where an explicit index skipped a clip."""
+    clips: list[GtEntry | None] = []
     explicit: set[int] = set()
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = _strip_comment(raw)
@@ -69,7 +90,7 @@ def parse_gt_text(text: str, name: str = "<gt>") -> list[FrameRanges | None]:
         m = _GT_LINE.match(line)
         if m is None:
             raise UserError(f"{where}: cannot read {line!r}; expected TestVideoFile{{end+1}}.gt_frame = [61:180];")
-        ranges = _parse_list(m.group("rhs"), where)
+        entry = GtEntry(_parse_list(m.group("rhs"), where), _kinds(raw))
         index = m.group("index")
         if index[0].isdigit():
             i = int(index) - 1
@@ -79,19 +100,28 @@ def parse_gt_text(text: str, name: str = "<gt>") -> list[FrameRanges | None]:
                 raise UserError(f"{where}: TestVideoFile{{{i + 1}}} is given twice")
             explicit.add(i)
             clips.extend([None] * (i + 1 - len(clips)))
-            clips[i] = ranges
+            clips[i] = entry
         else:
-            clips.append(ranges)
+            clips.append(entry)
     return clips
 
 
-def parse_gt_file(path: str | Path) -> list[FrameRanges | None]:
+def parse_gt_text(text: str, name: str = "<gt>") -> list[FrameRanges | None]:
+    """Frame ranges per test clip, in clip order; ``None`` where an explicit index skipped a clip."""
+    return [e.ranges if e is not None else None for e in parse_gt_entries(text, name)]
+
+
+def read_gt_entries(path: str | Path) -> list[GtEntry | None]:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8", errors="replace")
     except OSError as e:
         raise UserError(f"cannot read ground-truth file {p}: {e.strerror or e}") from None
-    return parse_gt_text(text, str(p))
+    return parse_gt_entries(text, str(p))
+
+
+def parse_gt_file(path: str | Path) -> list[FrameRanges | None]:
+    return [e.ranges if e is not None else None for e in read_gt_entries(path)]
 
 
 def ranges_to_labels(ranges: FrameRanges, n_frames: int, where: str = "ground truth") -> np.ndarray:

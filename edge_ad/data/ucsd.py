@@ -18,7 +18,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from edge_ad.data.mfile import FrameRanges, parse_gt_file, ranges_to_labels
+from edge_ad.data.mfile import GtEntry, ranges_to_labels, read_gt_entries
 from edge_ad.errors import UserError
 
 IMAGE_EXTENSIONS = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"})
@@ -110,6 +110,7 @@ class Clip:
     frame_paths: list[Path]
     labels: np.ndarray | None = None  # bool [T], test clips only
     mask_paths: list[Path] | None = None
+    kinds: tuple[str, ...] = ()  # the anomaly kinds its label line names (``mfile.GtEntry``), if any
 
     def __len__(self) -> int:
         return len(self.frame_paths)
@@ -220,16 +221,17 @@ def _attach_masks(clip: Clip, test_dir: Path) -> None:
     clip.mask_paths = masks
 
 
-def _attach_labels(test: list[Clip], gt: list[FrameRanges | None] | None, gt_file: Path | None) -> None:
+def _attach_labels(test: list[Clip], gt: list[GtEntry | None] | None, gt_file: Path | None) -> None:
     if gt is not None and len(gt) != len(test):
         raise UserError(
             f"{gt_file} lists {len(gt)} test clips but Test/ holds {len(test)}; "
             "they must match one to one, in clip order"
         )
     for i, clip in enumerate(test):
-        ranges = gt[i] if gt is not None else None
-        if ranges is not None:
-            clip.labels = ranges_to_labels(ranges, len(clip), f"{gt_file} entry {i + 1} ({clip.name})")
+        entry = gt[i] if gt is not None else None
+        if entry is not None:
+            clip.labels = ranges_to_labels(entry.ranges, len(clip), f"{gt_file} entry {i + 1} ({clip.name})")
+            clip.kinds = entry.kinds
         elif clip.mask_paths is not None:
             masks = clip.load_masks()
             clip.labels = masks.reshape(len(masks), -1).any(axis=1)
@@ -259,7 +261,7 @@ def open_ucsd(root: str | Path, require_test_labels: bool = False) -> UCSDDatase
     for clip in test:
         _attach_masks(clip, test_dir)  # type: ignore[arg-type]
     gt_file = find_gt_file(root, test_dir)
-    gt = parse_gt_file(gt_file) if gt_file is not None and test else None
+    gt = read_gt_entries(gt_file) if gt_file is not None and test else None
     _attach_labels(test, gt, gt_file)
     if require_test_labels:
         if not test:

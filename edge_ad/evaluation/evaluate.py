@@ -156,7 +156,7 @@ def evaluate(
         if clip.labels is None:
             print(f"warning: {clip.name} has no ground truth; skipped")
             continue
-        ev.add_clip(clip.name, clip.load_frames(), clip.labels, clip.load_masks())
+        ev.add_clip(clip.name, clip.load_frames(), clip.labels, clip.load_masks(), clip.kinds)
     results = ev.results()
     write_report(Path(out), results)
     print(format_table(results))

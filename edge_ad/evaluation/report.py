@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -49,6 +49,7 @@ class ClipInfo:
     frames: int
     anomalous: int
     has_masks: bool
+    kinds: tuple[str, ...] = ()  # the anomaly kinds its labels name (``edge_ad.data.mfile.GtEntry``)
 
 
 @dataclass
@@ -97,6 +98,44 @@ class EvalResults:
 
     def summaries(self) -> dict[str, ScoreSummary]:
         return {name: s.summary for name, s in self.scored.items()}
+
+    @cached_property
+    def by_kind(self) -> list[KindScores]:
+        return score_kinds(self)
+
+
+@dataclass(frozen=True)
+class KindScores:
+    """Frame AUROC of one anomaly kind: the anomalous frames of the clips that name this kind alone (once or
+    more), against every normal frame of the test set. A clip with two kinds is left out of both, since its
+    labels do not say which frames hold which."""
+
+    kind: str
+    clips: int
+    anomalous_frames: int
+    frame_auroc: dict[str, float | None]
+
+
+def score_kinds(res: EvalResults) -> list[KindScores]:
+    """One row per kind that some clip names alone, in first-seen order; none when no clip names a kind."""
+    alone: dict[str, list[str]] = {}
+    for c in res.clips:
+        if len(set(c.kinds)) == 1:  # "vehicle, vehicle" is a vehicle clip
+            alone.setdefault(c.kinds[0], []).append(c.name)
+    if not alone:
+        return []
+    names = [c.name for c in res.clips]
+    normal = np.concatenate([~res.labels[n] for n in names])
+    out = []
+    for kind, clips in alone.items():
+        mine = np.concatenate([res.labels[n] if n in clips else np.zeros_like(res.labels[n]) for n in names])
+        keep = mine | normal
+        aurocs: dict[str, float | None] = {}
+        for method, rec in res.methods.items():
+            scores = np.concatenate([rec.scores[n] for n in names])
+            aurocs[method] = _attempt(partial(frame_auroc, scores[keep], mine[keep]), kind, [])
+        out.append(KindScores(kind, len(clips), int(mine.sum()), aurocs))
+    return out
 
 
 def _attempt(compute: Callable[[], T], what: str, notes: list[str]) -> T | None:
@@ -282,9 +321,15 @@ class Evaluator:
         return examples
 
     def add_clip(
-        self, name: str, frames: np.ndarray, labels: np.ndarray | None, masks: np.ndarray | None = None
+        self,
+        name: str,
+        frames: np.ndarray,
+        labels: np.ndarray | None,
+        masks: np.ndarray | None = None,
+        kinds: Sequence[str] = (),
     ) -> bool:
-        """Run every method on one clip; False when the clip has no labels and was skipped."""
+        """Run every method on one clip; False when the clip has no labels and was skipped. ``kinds``: the
+        anomaly kinds the clip's labels name, for the scores by kind."""
         frames = np.asarray(frames)
         labels, masks = self._check(name, frames, labels, masks)
         if labels is None:
@@ -295,7 +340,7 @@ class Evaluator:
         examples = self._offer_examples(name, frames, labels, masks)
         for method in self.methods:
             self._run(method, name, frames, labels, masks, examples)
-        self._clips.append(ClipInfo(name, int(labels.size), int(labels.sum()), masks is not None))
+        self._clips.append(ClipInfo(name, int(labels.size), int(labels.sum()), masks is not None, tuple(kinds)))
         self._labels[name] = labels
         return True
 
@@ -435,14 +480,29 @@ def alert_rows(results: EvalResults) -> list[list[str]]:
     return rows
 
 
+def kind_rows(results: EvalResults) -> tuple[list[str], list[list[str]]]:
+    """Frame AUROC by anomaly kind: one row per kind, one column per method."""
+    header = ["kind", "clips", "anomalous frames", *results.methods]
+    rows = [
+        [k.kind, str(k.clips), str(k.anomalous_frames), *(_pct(k.frame_auroc[m]) for m in results.methods)]
+        for k in results.by_kind
+    ]
+    return header, rows
+
+
+KIND_CAPTION = "frame AUROC by anomaly kind (clips that name one kind, against every normal frame)"
+
+
 def format_table(results: EvalResults) -> str:
-    """Plain aligned text for the terminal: names left, numbers right (the metrics, then the alerts)."""
+    """Plain aligned text for the terminal: names left, numbers right (the metrics, the alerts, the kinds)."""
     out = _aligned(*table_rows(results))
     if any(s.pixel_auroc_sampled for s in results.summaries().values()):
         out.append("* pixel AUROC estimated from a uniform sample of each class")
     if results.alerts:
         out += ["", "alerts at each method's threshold (delays in frames):"]
         out += _aligned(list(ALERT_COLUMNS), alert_rows(results))
+    if results.by_kind:
+        out += ["", f"{KIND_CAPTION}:", *_aligned(*kind_rows(results))]
     return "\n".join(out)
 
 
@@ -502,6 +562,17 @@ def _markdown(results: EvalResults, figures: list[str]) -> str:
             *_md_table(list(ALERT_COLUMNS), alert_rows(results)),
             "",
         ]
+    if results.by_kind:
+        lines += [
+            "## By anomaly kind",
+            "",
+            f"The {KIND_CAPTION}, from the kinds the label file's comments name. It says which kinds of "
+            "anomaly a method misses; a clip naming two kinds is left out, since its labels do not say "
+            "which frames hold which.",
+            "",
+            *_md_table(*kind_rows(results)),
+            "",
+        ]
     notes = [f"- {s.method}: {n}" for s in results.summaries().values() for n in s.notes]
     if results.skipped:
         notes.append(f"- skipped clips without frame labels: {', '.join(results.skipped)}")
@@ -532,6 +603,7 @@ def _json(results: EvalResults) -> dict[str, object]:
         "labels": {n: v.astype(int).tolist() for n, v in results.labels.items()},
         "frame_scores": {n: {c: v.tolist() for c, v in r.scores.items()} for n, r in results.methods.items()},
         "alerts": {n: a.to_dict() for n, a in results.alerts.items()},
+        "by_kind": [asdict(k) for k in results.by_kind],
     }
 
 
