@@ -180,7 +180,7 @@ class ScoringConfig(Section):
     @field_validator("weights")
     @classmethod
     def _known_maps(cls, v: dict[str, float]) -> dict[str, float]:
-        known = {"residual", "ssim", "am", "ssim_am", "nll", "restore", "restore_diff", "speed"}
+        known = {"residual", "ssim", "am", "ssim_am", "nll", "restore", "restore_diff", "speed", "background"}
         bad = set(v) - known - {f"{m}@{g}" for m in CHANNEL_MAPS for g in CHANNEL_GROUPS}
         if bad:
             raise ValueError(

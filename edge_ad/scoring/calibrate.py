@@ -97,6 +97,12 @@ def map_statistics(
     return float(med), float(max(hi - med, 1e-6))
 
 
+def scene_background(x: np.ndarray, colour: int) -> np.ndarray:
+    """Each pixel's median over normal frames [N, C, H, W] (frame channels): a walker passes a pixel in a few
+    frames, so the median is the scene without them. Row by row, so a long footage sample is not copied whole."""
+    return np.stack([np.median(x[:, :colour, r], axis=0) for r in range(x.shape[2])], axis=1).astype(np.float32)
+
+
 def calibrate(
     pipeline: AnomalyPipeline,
     cfg: Config,
@@ -117,6 +123,8 @@ def calibrate(
 
         nll = torch.cat(_batched(val_x, nll_of)).numpy()
         scorer.restore_threshold.fill_(float(np.quantile(nll, cfg.scoring.restore_quantile)))
+    if "background" in scorer.names:
+        scorer.background.copy_(torch.from_numpy(scene_background(val_x, scorer.colour)))
     raw = _batched(val_x, pipeline.raw_maps)
     for i, name in enumerate(scorer.names):
         mode = cfg.scoring.normalisation(name)

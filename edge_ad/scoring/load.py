@@ -70,6 +70,8 @@ def apply_calibration(scorer: AnomalyScorer, calib: dict, run: RunDir, cfg: Conf
         for name in scorer.CALIBRATED:
             if name not in norm and name.startswith("area_") and len(areas) == 1:
                 continue  # calibrated before areas existed: one area needs no statistics
+            if name not in norm and name == "background" and "background" not in scorer.names:
+                continue  # calibrated before the background map existed, and not weighting it
             getattr(scorer, name).copy_(norm[name])
     except (OSError, SafetensorError, KeyError, RuntimeError) as e:
         raise UserError(

@@ -11,6 +11,9 @@ Maps (each [B, 1, H, W], larger = more anomalous):
 - ``restore_diff``: |decode(codes) - decode(restored codes)|: zero wherever the prior left the codes alone.
 - ``speed``: the apparent speed of what moves, in pixels a frame (``speed.py``), from the frame and its first
   motion channel: a skater moves like no walker even where it looks like one.
+- ``background``: |frame - the scene without anyone in it|, the background being each pixel's median over the
+  normal calibration frames, less the frame's mean difference (the light drifts). No network: a cart at walking
+  pace covers more of the scene than any walker does, where the frame's residual sees mostly its outline.
 
 A map that compares channels may name them (``residual@frame``, ``residual@motion``). Each map is normalised
 with statistics from normal validation clips (calibration); the maps are smoothed and fused (weighted mean
@@ -34,7 +37,7 @@ from edge_ad.models.vqvae import VQVAE
 from edge_ad.scoring.restoration import restore_fast
 from edge_ad.scoring.speed import Speed
 
-MAPS = ("residual", "ssim", "am", "ssim_am", "nll", "restore", "restore_diff", "speed")
+MAPS = ("residual", "ssim", "am", "ssim_am", "nll", "restore", "restore_diff", "speed", "background")
 PRIOR_MAPS = {"nll", "restore", "restore_diff"}
 
 
@@ -69,7 +72,7 @@ class AnomalyScorer(nn.Module):
     """(frames, codes, distance, prior logits) -> (anomaly map [B, 1, H, W], frame score [B])."""
 
     # The buffers calibration sets from normal frames (saved next to the run as normalisation.safetensors).
-    CALIBRATED = ("center", "scale", "score_center", "score_scale", "area_center", "area_scale")
+    CALIBRATED = ("center", "scale", "score_center", "score_scale", "area_center", "area_scale", "background")
 
     def __init__(self, vqvae: VQVAE, prior: PixelSNAIL | None, cfg: Config) -> None:
         super().__init__()
@@ -106,6 +109,8 @@ class AnomalyScorer(nn.Module):
         self.register_buffer("center", torch.zeros(len(self.names), h, w))
         self.register_buffer("scale", torch.ones(len(self.names), h, w))
         self.register_buffer("restore_threshold", torch.tensor(1e9))
+        # The scene's background (frame channels), for the background map: mid-grey until calibration.
+        self.register_buffer("background", torch.full((colour, h, w), 0.5))
         # For a max fusion, each normalised map is then shifted and scaled so that its frame score on the same
         # frames has median 0 and 99th percentile 1: maps of different kinds weigh alike, in false-alarm terms.
         self.register_buffer("score_center", torch.zeros(len(self.names)))
@@ -135,6 +140,11 @@ class AnomalyScorer(nn.Module):
         current = x[:, :c].mean(1, keepdim=True)
         change = 2 * (x[:, c : 2 * c] - 0.5).mean(1, keepdim=True)
         return current, current - change
+
+    def _background(self, x: torch.Tensor) -> torch.Tensor:
+        d = x[:, : self.colour] - self.background
+        d = (d - d.mean((2, 3), keepdim=True)).abs()  # a global change of light is no object
+        return d.amax(1, keepdim=True) if self.channel_reduce == "max" else d.mean(1, keepdim=True)
 
     def raw_maps(
         self,
@@ -176,6 +186,8 @@ class AnomalyScorer(nn.Module):
                 out[name] = self._reduce(restore_dissimilarity, name)
             elif base == "speed":
                 out[name] = speed
+            elif base == "background":
+                out[name] = self._background(x)
             else:  # restore_diff: zero wherever the prior left the codes alone
                 out[name] = (x_hat - x_rest)[:, self._channels(name)].abs().mean(1, keepdim=True)
         return out
