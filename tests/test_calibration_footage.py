@@ -21,6 +21,7 @@ from edge_ad.data.synth import make_scene
 from edge_ad.data.ucsd import list_images, open_ucsd
 from edge_ad.errors import UserError
 from edge_ad.scoring.calibrate import calibrate_run, sample_footage, usable_footage
+from edge_ad.scoring.load import load_pipeline
 from edge_ad.training.rundir import RunDir
 
 
@@ -294,3 +295,23 @@ def test_calibrate_set_leaves_the_config_as_it_was_when_calibration_fails(edited
     done = _calibrate_cli(run, tmp_path / "gone", "--set", "scoring.normalise=global")
     assert done.returncode == 2 and "does not exist" in done.stderr, done.stderr
     assert (run / "config.yaml").read_bytes() == before
+
+
+def test_recent_footage_refreshes_the_background_maps_scene(edited_run, tiny_scene: Path, tmp_path: Path) -> None:
+    """A crate left in view since training: calibrating on footage that shows it puts it in the background."""
+    make_scene(tmp_path / "more", n_train=8, n_test=0, frames=48, seed=11, size=(96, 128))
+    parked = tmp_path / "parked"
+    parked.mkdir()
+    for clip in open_ucsd(tmp_path / "more").train[6:]:
+        frames = clip.load_frames().copy()
+        frames[:, 10:40, 20:60] = 250  # in the model's 64x64 input: rows 7-26, columns 10-30
+        _write_video(parked / f"{clip.name}.avi", frames)
+        _write_video(parked / f"{clip.name}_again.avi", frames[::-1])
+    weights = {"residual@motion": 1.0, "background": 0.75}
+    run = edited_run(lambda cfg: cfg["scoring"].update(normalise="pixel", weights=weights, fusion="max"))
+    calibrate_run(run, tiny_scene)
+    before = load_pipeline(run)[1].scorer.background[0, 10:24, 14:28].mean()
+    calib = calibrate_run(run, tiny_scene, [parked])
+    assert sum(r["frames"] for r in calib["normal_footage"]) > calib["stats_frames"] / 2  # the footage's majority
+    after = load_pipeline(run)[1].scorer.background[0, 10:24, 14:28].mean()
+    assert float(after) > 0.9 > float(before) + 0.3
