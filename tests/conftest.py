@@ -65,6 +65,36 @@ def edited_run(tiny_run: Path, tmp_path: Path) -> Callable[[Callable[[dict], Non
 
 
 @pytest.fixture
+def exported_like_torch(tiny_scene: Path, tmp_path: Path) -> Callable[[Path], None]:
+    """Export a calibrated run and check that ONNX Runtime gives its PyTorch map and frame score on eight frames
+    of a test clip: whatever the scorer holds (per-pixel statistics, a background) must travel in the graph."""
+
+    def check(run: Path) -> None:
+        import numpy as np
+        import onnxruntime as ort
+        import torch
+
+        from edge_ad.data.ucsd import open_ucsd
+        from edge_ad.export.exporter import export_bundle
+        from edge_ad.scoring.load import load_pipeline
+        from edge_ad.training.frames import clip_tensor
+
+        config, pipeline, _ = load_pipeline(run)
+        bundle = export_bundle(run, tmp_path / "exported")
+        x = torch.from_numpy(clip_tensor(open_ucsd(tiny_scene).test[0], config).frames[:8]).float()
+        session = ort.InferenceSession(str(bundle.graph("pipeline")), providers=["CPUExecutionProvider"])
+        ort_map, ort_score = session.run(None, {"frames": x.numpy()})
+        with torch.no_grad():
+            torch_map, torch_score = pipeline(x)
+        # (a code on a tie may flip between the two runtimes; a missing buffer would move every pixel)
+        assert np.quantile(np.abs(ort_map - torch_map.numpy()), 0.99) < 1e-3
+        scale = max(1.0, float(torch_score.abs().max()))
+        np.testing.assert_allclose(ort_score, torch_score.numpy(), atol=1e-3 * scale)
+
+    return check
+
+
+@pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], tuple[int, str, str]]:
     """``edge-ad ARGS`` in this process: (exit status, stdout, stderr), as a user's shell would see them."""
     from edge_ad.cli.main import main

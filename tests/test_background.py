@@ -7,20 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from edge_ad.config import Config, load_config
-from edge_ad.data.ucsd import open_ucsd
 from edge_ad.errors import UserError
-from edge_ad.export.exporter import export_bundle
 from edge_ad.models.vqvae import VQVAE
 from edge_ad.scoring.calibrate import calibrate_run, scene_background, validation_frames
 from edge_ad.scoring.load import load_pipeline
 from edge_ad.scoring.scorer import AnomalyScorer, quantize
-from edge_ad.training.frames import clip_tensor
 from edge_ad.training.rundir import RunDir
 
 TINY = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
@@ -79,7 +75,7 @@ def test_the_background_map_is_a_known_map_without_channel_groups() -> None:
 
 
 def test_the_background_is_calibrated_saved_and_exported(
-    edited_run: Callable, tiny_scene: Path, tmp_path: Path
+    edited_run: Callable, tiny_scene: Path, exported_like_torch: Callable
 ) -> None:
     weights = {"residual@motion": 1.0, "background": 0.75}
     run = edited_run(lambda cfg: cfg["scoring"].update(normalise="pixel", weights=weights, fusion="max"))
@@ -88,14 +84,7 @@ def test_the_background_is_calibrated_saved_and_exported(
     config, pipeline, _ = load_pipeline(run)
     val = validation_frames(RunDir(run), config, tiny_scene)
     np.testing.assert_allclose(pipeline.scorer.background.numpy(), np.median(val[:, :1], axis=0), atol=1e-6)
-    bundle = export_bundle(run, tmp_path / "bundle")
-    x = torch.from_numpy(clip_tensor(open_ucsd(tiny_scene).test[0], config).frames[:8]).float()
-    session = ort.InferenceSession(str(bundle.graph("pipeline")), providers=["CPUExecutionProvider"])
-    ort_map, ort_score = session.run(None, {"frames": x.numpy()})
-    with torch.no_grad():
-        torch_map, torch_score = pipeline(x)
-    assert np.quantile(np.abs(ort_map - torch_map.numpy()), 0.99) < 1e-3
-    np.testing.assert_allclose(ort_score, torch_score.numpy(), atol=1e-3 * max(1.0, float(torch_score.abs().max())))
+    exported_like_torch(run)
     # A normalisation file without the background (saved before the map existed) is refused for this run.
     norm = {k: v for k, v in load_file(str(run / "normalisation.safetensors")).items() if k != "background"}
     save_file(norm, str(run / "normalisation.safetensors"))

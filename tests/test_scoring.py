@@ -138,7 +138,7 @@ def test_blurred_pixel_statistics_still_discount_a_small_lamp() -> None:
 
 
 def test_pixel_normalisation_is_saved_with_the_run_and_loaded_back(
-    edited_run: Callable, tiny_scene: Path, tmp_path: Path
+    edited_run: Callable, tiny_scene: Path, exported_like_torch: Callable
 ) -> None:
     weights = {"residual@frame": 1.0, "residual@motion": 1.0, "ssim": 1.0}
     run = edited_run(
@@ -161,16 +161,7 @@ def test_pixel_normalisation_is_saved_with_the_run_and_loaded_back(
             mid, hi = np.quantile(scorer.frame_score(scorer.single(raw, name)).numpy(), [0.5, 0.99])
             assert abs(mid) < 1e-4 and abs(hi - 1) < 1e-4, name
     # The per-pixel statistics travel inside the exported graph: ONNX Runtime gives the same maps.
-    bundle = export_bundle(run, tmp_path / "bundle")
-    x = torch.from_numpy(
-        clip_tensor(open_ucsd(tiny_scene).test[0], load_config(run / "config.yaml")).frames[:8]
-    ).float()
-    session = ort.InferenceSession(str(bundle.graph("pipeline")), providers=["CPUExecutionProvider"])
-    ort_map, _ = session.run(None, {"frames": x.numpy()})
-    with torch.no_grad():
-        torch_map, _ = pipeline(x)
-    # (a code on a tie may flip between the two runtimes; a missing normalisation would move every pixel)
-    assert np.quantile(np.abs(ort_map - torch_map.numpy()), 0.99) < 1e-3
+    exported_like_torch(run)
     # A run calibrated before the frame-score scaling existed: told to calibrate again, not a KeyError.
     save_file({"center": scorer.center, "scale": scorer.scale}, str(run / "normalisation.safetensors"))
     with pytest.raises(UserError, match="calibrate --run"):

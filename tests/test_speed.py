@@ -8,21 +8,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
 from edge_ad.config import load_config
 from edge_ad.data.preprocess import model_channels
-from edge_ad.data.ucsd import open_ucsd
 from edge_ad.errors import UserError
-from edge_ad.export.exporter import export_bundle
 from edge_ad.models.vqvae import VQVAE
 from edge_ad.scoring.calibrate import calibrate_run
 from edge_ad.scoring.load import load_pipeline
 from edge_ad.scoring.scorer import AnomalyScorer, quantize
 from edge_ad.scoring.speed import Speed
-from edge_ad.training.frames import clip_tensor
 
 TINY = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
 SUB = 16  # cv2 drawing at 1/16 px
@@ -93,7 +89,7 @@ def test_speed_needs_motion_channels() -> None:
 
 
 def test_speed_is_calibrated_and_exported_with_the_residuals(
-    edited_run: Callable, tiny_scene: Path, tmp_path: Path
+    edited_run: Callable, tiny_scene: Path, exported_like_torch: Callable
 ) -> None:
     weights = {"residual@motion": 1.0, "residual@frame": 0.5, "speed": 0.75}
     run = edited_run(lambda cfg: cfg["scoring"].update(normalise="pixel", weights=weights, fusion="max"))
@@ -101,11 +97,4 @@ def test_speed_is_calibrated_and_exported_with_the_residuals(
     assert calib["maps"] == ["residual@frame", "residual@motion", "speed"]
     config, pipeline, _ = load_pipeline(run)
     assert float(pipeline.scorer.center[2].std()) > 0  # speed normalised per pixel like the residuals
-    bundle = export_bundle(run, tmp_path / "bundle")
-    x = torch.from_numpy(clip_tensor(open_ucsd(tiny_scene).test[0], config).frames[:8]).float()
-    session = ort.InferenceSession(str(bundle.graph("pipeline")), providers=["CPUExecutionProvider"])
-    ort_map, ort_score = session.run(None, {"frames": x.numpy()})
-    with torch.no_grad():
-        torch_map, torch_score = pipeline(x)
-    assert np.quantile(np.abs(ort_map - torch_map.numpy()), 0.99) < 1e-3
-    np.testing.assert_allclose(ort_score, torch_score.numpy(), atol=1e-3 * max(1.0, float(torch_score.abs().max())))
+    exported_like_torch(run)

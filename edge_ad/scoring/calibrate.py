@@ -1,10 +1,10 @@
 """Calibration on held-out NORMAL footage only (never on test labels): the run's validation clips, plus any
 normal footage of the camera recorded since (``edge-ad calibrate --normal``) that the model never trained on.
 
-Three steps, each needing the previous one: the restoration threshold (an NLL quantile of normal codes),
-the per-map normalisation (median and a high quantile of each raw map, or per-pixel statistics, then the
-spread of each map's frame score), and the alert threshold on the frame score, set from a false-alarm budget
-at the stream's frame rate.
+Three steps, each needing the previous one: the restoration threshold (an NLL quantile of normal codes)
+and the background map's scene (each pixel's median), the per-map normalisation (median and a high quantile
+of each raw map, or per-pixel statistics, then the spread of each map's frame score), and the alert
+threshold on the frame score, set from a false-alarm budget at the stream's frame rate.
 """
 
 from __future__ import annotations

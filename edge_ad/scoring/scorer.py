@@ -129,8 +129,10 @@ class AnomalyScorer(nn.Module):
         return self.groups[group]
 
     def _reduce(self, d: torch.Tensor, name: str) -> torch.Tensor:
+        return self._merge(d[:, self._channels(name)])
+
+    def _merge(self, d: torch.Tensor) -> torch.Tensor:
         # max: a motion channel's error is not diluted by a well-reconstructed appearance channel
-        d = d[:, self._channels(name)]
         return d.amax(1, keepdim=True) if self.channel_reduce == "max" else d.mean(1, keepdim=True)
 
     def _frame_pair(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,8 +145,7 @@ class AnomalyScorer(nn.Module):
 
     def _background(self, x: torch.Tensor) -> torch.Tensor:
         d = x[:, : self.colour] - self.background
-        d = (d - d.mean((2, 3), keepdim=True)).abs()  # a global change of light is no object
-        return d.amax(1, keepdim=True) if self.channel_reduce == "max" else d.mean(1, keepdim=True)
+        return self._merge((d - d.mean((2, 3), keepdim=True)).abs())  # a global change of light is no object
 
     def raw_maps(
         self,
