@@ -4,10 +4,18 @@ A code is replaced by the prior's most likely code when its NLL is above a thres
 in the bottom half of its 8-neighbourhood (right, bottom-left, bottom, bottom-right: the positions that come
 after it in raster order) is unlikely too; the neighbour rule keeps isolated noisy codes untouched.
 
-``restore_fast`` does it for every position at once from one prior pass, plus a few refinement rounds that
-re-run the prior on the restored grid: a handful of batched forward passes, exportable to ONNX. The exact
-``restore_sequential`` walks the grid in raster order and re-runs the prior after every change; it is the
-reference the fast version is measured against, far too slow for a live stream.
+``restore_fast`` does it for every position at once from one prior pass, plus a few refinement rounds: a
+handful of batched forward passes, exportable to ONNX. The exact ``restore_sequential`` walks the grid in
+raster order and re-runs the prior after every change; it is the reference the fast version is measured
+against, one prior pass per replaced code, far too slow for a live stream.
+
+A refinement round is a Jacobi step towards the reference: the prior re-runs on the restored grid and the
+*original* codes are judged again in that context, as the reference judges each code after the changes
+before it. (Judging the restored codes instead, an earlier version, finds the replacements likely and
+drifts away from the reference as rounds are added: README, Results.) A position's own decision depends on
+the positions before it only, so the rounds settle the grid front to back; the bottom-half neighbours are
+judged in the context of the whole restored grid, where the reference sees the positions between the two
+still unchanged, so the two need not meet exactly.
 """
 
 from __future__ import annotations
@@ -42,10 +50,10 @@ def replace_step(
 def restore_fast(
     prior: PixelSNAIL, codes: torch.Tensor, logits: torch.Tensor, threshold: torch.Tensor, rounds: int
 ) -> torch.Tensor:
-    """One step from the given logits, then ``rounds`` steps each re-running the prior on the restored grid."""
+    """One step from the given logits, then ``rounds`` Jacobi steps: the original codes judged on the restored grid."""
     restored, _ = replace_step(codes, logits, threshold)
     for _ in range(rounds):
-        restored, _ = replace_step(restored, prior(restored), threshold)
+        restored, _ = replace_step(codes, prior(restored), threshold)
     return restored
 
 
@@ -56,10 +64,9 @@ def restore_sequential(prior: PixelSNAIL, codes: torch.Tensor, threshold: float)
     h, w = grid.shape[-2:]
     logits = prior(grid)
     passes = 1
+    unlikely = code_nll(logits, grid)[0] > threshold  # judged again only when the grid and logits change
     for i in range(h):
         for j in range(w):
-            nll = code_nll(logits, grid)[0]
-            unlikely = nll > threshold
             if not unlikely[i, j]:
                 continue
             neighbours = [(i, j + 1), (i + 1, j - 1), (i + 1, j), (i + 1, j + 1)]
@@ -70,4 +77,5 @@ def restore_sequential(prior: PixelSNAIL, codes: torch.Tensor, threshold: float)
                 grid[0, i, j] = best
                 logits = prior(grid)
                 passes += 1
+                unlikely = code_nll(logits, grid)[0] > threshold
     return grid[0], passes

@@ -1,0 +1,55 @@
+"""Restoration on the tiny run: refinement rounds in the exported graph; the benchmark counts what it times."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from edge_ad.benchmarks.restoration import restoration_benchmark
+from edge_ad.data.ucsd import open_ucsd
+from edge_ad.scoring.calibrate import calibrate_run
+from edge_ad.scoring.load import load_pipeline
+from edge_ad.scoring.restoration import restore_fast
+from edge_ad.training.frames import clip_tensor
+
+CODES_PER_FRAME = 16 * 16  # the tiny config: 64x64 frames, two downsamplings
+
+
+def test_reference_makes_one_prior_pass_per_replaced_code(tiny_run: Path, tiny_scene: Path) -> None:
+    r = restoration_benchmark(tiny_run, tiny_scene, n_frames=4, quantile=0.9, rounds=1)
+    assert r["frames"] == 4 and r["rounds"] == 1 and r["fast_prior_passes"] == 2
+    assert r["replaced_fraction_sequential"] > 0  # a threshold at the 90th NLL percentile leaves work to do
+    changes = r["replaced_fraction_sequential"] * CODES_PER_FRAME
+    assert r["sequential_prior_passes_mean"] == pytest.approx(1 + changes)
+    assert 0 < r["code_agreement"] <= 1 and 0 <= r["pixel_auroc_fast"] <= 1 and 0 <= r["pixel_auroc_sequential"] <= 1
+    assert r["speed_ratio"] == pytest.approx(r["sequential_ms_per_frame"] / r["fast_ms_per_frame"])
+
+
+def test_bench_measures_the_calibrated_and_a_stressed_threshold(
+    cli: Callable[[list[str]], tuple[int, str, str]], tiny_run: Path, tiny_scene: Path
+) -> None:
+    code, out, err = cli(["bench", "--run", str(tiny_run), "--data", str(tiny_scene)])
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("restoration")]
+    assert len(lines) == 2 and all("x faster; codes agree on" in line for line in lines)
+    assert f"reproduce: python -m benchmarks.restoration --run {tiny_run}" in out and "--quantile 0.95" in out
+
+
+def test_refinement_rounds_replace_codes_and_export(
+    edited_run: Callable, tiny_scene: Path, exported_like_torch: Callable
+) -> None:
+    """Two rounds at the benchmark's stressed threshold (NLL quantile 0.95) change the restoration, and ONNX
+    Runtime gives PyTorch's map: the rounds are unrolled into the graph, a prior pass each."""
+    run = edited_run(lambda cfg: cfg["scoring"].update(restore_quantile=0.95, restore_rounds=2))
+    calibrate_run(run, tiny_scene)
+    config, pipeline, calib = load_pipeline(run)
+    x = torch.from_numpy(clip_tensor(open_ucsd(tiny_scene).test[0], config).frames[:8]).float()
+    with torch.no_grad():
+        codes = pipeline.encode(x)[0]
+        logits, thr = pipeline.prior(codes), torch.tensor(calib["restore_threshold"])
+        once, twice = (restore_fast(pipeline.prior, codes, logits, thr, k) for k in (0, 2))
+    assert (once != codes).any() and not torch.equal(once, twice)
+    exported_like_torch(run)
