@@ -83,7 +83,8 @@ def test_replace_needs_an_unlikely_neighbour() -> None:
 
 
 class CopyPrevious(torch.nn.Module):
-    """A causal toy prior worked by hand: the likely code at each position is the one before it in raster order."""
+    """A causal toy prior worked by hand: the likely code at each position is the one before it in raster
+    order (code 0 at the first position), at NLL 0; any other code has NLL about 10."""
 
     def __init__(self, n_codes: int) -> None:
         super().__init__()
@@ -96,18 +97,30 @@ class CopyPrevious(torch.nn.Module):
 
 
 def test_restoration_cascade_by_hand() -> None:
-    """Codes [0 1 2 3 3] under copy-previous: 1, 2 and 3 are unlikely, 3 has a likely right neighbour.
+    """Codes [0 1 2 0 2]: 1, 2, 0 and 2 are unlikely after the code before each; the last has no neighbour.
 
-    The reference replaces 1 by 0, then judges 2 after 0 (unlikely, right neighbour 3 unlikely): 0 too;
-    3 stays (its right neighbour follows a 3). One parallel pass sees the original context only and puts
-    1 (the code before 2 then) at position 2; one Jacobi round re-judges the original codes after the
-    restored ones and reaches the reference.
+    The reference replaces 1 by 0, then judges 2 after that 0: unlikely, its right neighbour too, so 0;
+    then the 0 at position 3 follows a 0 and stays. One parallel pass sees the original context only: 0,
+    then 1 and 2 (the codes before). One round judges the original codes after the restored ones and
+    reaches the reference; judging the restored codes instead (the rounds before 2026-12-06) keeps the 2
+    at position 3, a replacement the reference never makes.
     """
-    p, codes, thr = CopyPrevious(4), torch.tensor([[[0, 1, 2, 3, 3]]]), torch.tensor(5.0)
+    p, codes, thr = CopyPrevious(3), torch.tensor([[[0, 1, 2, 0, 2]]]), torch.tensor(5.0)
     seq, passes = restore_sequential(p, codes[0], float(thr))
-    assert seq.tolist() == [[0, 0, 0, 3, 3]] and passes == 3  # one prior pass, then one per replaced code
-    assert restore_fast(p, codes, p(codes), thr, rounds=0).tolist() == [[[0, 0, 1, 3, 3]]]
-    assert restore_fast(p, codes, p(codes), thr, rounds=1).tolist() == [[[0, 0, 0, 3, 3]]]
+    assert seq.tolist() == [[0, 0, 0, 0, 2]] and passes == 3  # one prior pass, then one per replaced code
+    once = restore_fast(p, codes, p(codes), thr, rounds=0)
+    assert once.tolist() == [[[0, 0, 1, 2, 2]]]
+    assert restore_fast(p, codes, p(codes), thr, rounds=1).tolist() == [[[0, 0, 0, 0, 2]]]
+    assert replace_step(once, p(once), thr)[0].tolist() == [[[0, 0, 0, 2, 2]]]  # the old round
+
+
+def test_sequential_reference_judges_again_after_a_change() -> None:
+    """Grid [[0 0 1] [1 0 0]]: the 1 at (1, 0) follows a 1 and is likely, until the reference replaces
+    (0, 2) (unlikely, with an unlikely bottom-left neighbour) by 0; judged again, (1, 0) is unlikely beside
+    an unlikely (1, 1) and becomes 0, and then (1, 1) follows a 0."""
+    p = CopyPrevious(3)
+    seq, passes = restore_sequential(p, torch.tensor([[0, 0, 1], [1, 0, 0]]), 5.0)
+    assert seq.tolist() == [[0, 0, 0], [0, 0, 0]] and passes == 3
 
 
 def test_fast_and_sequential_restoration_agree_on_simple_prior() -> None:

@@ -9,13 +9,14 @@ handful of batched forward passes, exportable to ONNX. The exact ``restore_seque
 raster order and re-runs the prior after every change; it is the reference the fast version is measured
 against, one prior pass per replaced code, far too slow for a live stream.
 
-A refinement round is a Jacobi step towards the reference: the prior re-runs on the restored grid and the
-*original* codes are judged again in that context, as the reference judges each code after the changes
-before it. (Judging the restored codes instead, an earlier version, finds the replacements likely and
-drifts away from the reference as rounds are added: README, Results.) A position's own decision depends on
-the positions before it only, so the rounds settle the grid front to back; the bottom-half neighbours are
-judged in the context of the whole restored grid, where the reference sees the positions between the two
-still unchanged, so the two need not meet exactly.
+A refinement round is a Jacobi step: the prior re-runs on the restored grid and the *original* codes are
+judged again in that context, as the reference judges each code after the changes before it. (Judging the
+restored codes instead, an earlier version, finds the replacements likely and drifted away from the
+reference as rounds were added: README, Results.) The rounds need not converge, nor meet the reference:
+the bottom-half neighbours are judged in the context of the whole restored grid, where the reference still
+sees the code itself unchanged, so a replacement can make its right neighbour likely and undo its own
+reason (codes [0 0 0 1 0] under a prior that expects each code to repeat the one before it: the reference
+and even rounds give [0 0 0 0 0], odd rounds [0 0 0 1 0]).
 """
 
 from __future__ import annotations
