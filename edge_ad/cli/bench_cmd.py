@@ -11,7 +11,11 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def bench(
         bundle: Path = typer.Option(None, "--bundle", help="Bundle for the runtime benchmark (fps, latency)."),
-        run: Path = typer.Option(None, "--run", help="Run dir for the restoration benchmark (needs --data)."),
+        run: Path = typer.Option(
+            None,
+            "--run",
+            help="Run dir for the restoration benchmark (needs --data); measured at the calibrated NLL threshold and at the 95th percentile.",
+        ),
         data: Path = typer.Option(None, "--data", help="Data root with masked test clips (restoration)."),
         config: list[Path] = typer.Option([], "--config", "-c", help="Configs for the training benchmark."),
         batch: list[int] = typer.Option([1, 8], "--batch", min=1, help="Batch sizes for the runtime benchmark."),
