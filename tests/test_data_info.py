@@ -106,3 +106,24 @@ def test_masks_eval_would_refuse_are_warned_about(
     code, out, _ = cli(["data", "info", str(data), "--json"])
     problems = {c["name"]: c["problems"] for c in json.loads(out)["test"]["per_clip"]}
     assert problems == {"Test001": [], "Test002": ["masks are 32x48 but frames are 64x96"], "Test003": []}
+
+
+def test_check_frames_lists_the_damaged_ones(
+    scene: Path, tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    import shutil
+
+    data = tmp_path / "scene"
+    shutil.copytree(scene, data)
+    code, out, _ = cli(["data", "info", str(data), "--json"])
+    assert code == 0 and json.loads(out)["damaged_frames"] is None  # not checked unless asked
+    code, out, _ = cli(["data", "info", str(data), "--json", "--check-frames"])
+    assert code == 0 and json.loads(out)["damaged_frames"] == {}
+    frames = sorted((data / "Test" / "Test002").iterdir())
+    frames[7].write_bytes(frames[7].read_bytes()[:64])  # truncated
+    code, out, _ = cli(["data", "info", str(data), "--json", "--check-frames"])
+    assert code == 0 and json.loads(out)["damaged_frames"] == {"Test002": [frames[7].name]}
+    code, out, _ = cli(["data", "info", str(data), "--check-frames"])
+    assert code == 0
+    assert "frames checked: 1 damaged" in out
+    assert f"warning: Test002: {frames[7].name} do not decode" in out

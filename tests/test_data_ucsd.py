@@ -143,10 +143,49 @@ def test_unreadable_and_odd_frames(tmp_path: Path) -> None:
     clip = tmp_path / "Train" / "Train001"
     _frames(clip, 3)
     (clip / "2.tif").write_bytes(b"II*\x00 this is not really a tiff")
-    ds = open_ucsd(tmp_path)  # listing does not read frames
+    assert open_ucsd(tmp_path).train[0].stand_ins == []  # listing does not read frames
     with pytest.raises(UserError, match=r"cannot decode image .*2\.tif"):
-        ds.train[0].load_frames()
+        read_image(clip / "2.tif")
     _frames(clip, 1, shape=(12, 16), start=2)
     _frames(clip, 1, shape=(10, 16), start=3)
     with pytest.raises(UserError, match=r"3\.tif is 10x16 gray but 1\.tif is 12x16 gray"):
         open_ucsd(tmp_path).train[0].load_frames()
+
+
+def _truncated_tiff(path: Path, keep: float) -> None:
+    """A TIFF cut short, as UCSD Ped1 v1p2 ships ``Test017/142.tif``: header intact, pixels missing."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_a_damaged_frame_is_stood_in_for_so_labels_stay_aligned(tmp_path: Path, caplog) -> None:
+    clip = tmp_path / "Test" / "Test017"
+    clip.mkdir(parents=True)
+    for i in range(1, 7):  # uncompressed 8-bit TIFFs like UCSD's, each frame its own grey level
+        tifffile.imwrite(clip / f"{i:03d}.tif", np.full((158, 238), 10 * i, np.uint8))
+    _truncated_tiff(clip / "001.tif", 0.6)
+    _truncated_tiff(clip / "004.tif", 0.6)
+    _truncated_tiff(clip / "005.tif", 0.3)
+    _m_file(tmp_path / "Test" / "UCSDped1.m", ["TestVideoFile{end+1}.gt_frame = [5:6];"])
+    ds = open_ucsd(tmp_path)
+    test = ds.test[0]
+    assert ds.frame_shape == (158, 238)  # read off the first frame that decodes
+    with caplog.at_level("WARNING"):
+        frames = test.load_frames()
+    assert frames.shape == (6, 158, 238)
+    assert [int(f[0, 0]) for f in frames] == [20, 20, 30, 30, 30, 60]  # the start: the first that decodes
+    assert test.stand_ins == [0, 3, 4]
+    assert test.labels.tolist() == [False] * 4 + [True] * 2  # frame i is still label i
+    assert "clip Test017: 3 frame(s) do not decode (001.tif, 004.tif, 005.tif" in caplog.text
+
+
+def test_a_clip_with_no_frame_that_decodes_is_a_user_error(tmp_path: Path) -> None:
+    clip = tmp_path / "Train" / "Train001"
+    _frames(clip, 2)
+    for f in clip.iterdir():
+        f.write_bytes(b"II*\x00 damaged")
+    ds = open_ucsd(tmp_path)
+    with pytest.raises(UserError, match=r"no frame of clip Train001 decodes .*replace them"):
+        ds.train[0].load_frames()
+    with pytest.raises(UserError, match="no frame of clip Train001 decodes"):
+        assert ds.frame_shape

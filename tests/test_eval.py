@@ -64,6 +64,26 @@ def test_eval_clip_without_ground_truth_is_skipped(tiny_bundle: Path, tiny_scene
     assert "Test001 has no ground truth" in capsys.readouterr().out
 
 
+def test_eval_scores_a_clip_with_a_damaged_frame_and_names_it(
+    tiny_bundle: Path, tiny_scene: Path, tmp_path: Path, caplog
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(tiny_scene, data)
+    clip = open_ucsd(data).test[0]
+    damaged = clip.frame_paths[5]
+    damaged.write_bytes(damaged.read_bytes()[:100])  # truncated, as UCSD Ped1 ships Test017/142.tif
+    with caplog.at_level("WARNING"):
+        evaluate(data, tmp_path / "r", bundle=tiny_bundle, baselines=False)
+    assert f"clip {clip.name}: 1 frame(s) do not decode ({damaged.name}" in caplog.text
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    info = {c["name"]: c for c in report["clips"]}
+    assert info[clip.name]["stand_in_frames"] == [6]
+    assert all(not c["stand_in_frames"] for n, c in info.items() if n != clip.name)
+    scores = report["frame_scores"]["edge-ad (bundle)"][clip.name]
+    assert len(scores) == len(report["labels"][clip.name]) == len(clip)  # every label kept, none shifted
+    assert f"{clip.name}: frame(s) 6 did not decode" in (tmp_path / "r" / "report.md").read_text()
+
+
 def test_eval_masks_of_wrong_size(tiny_bundle: Path, tiny_scene: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(tiny_scene, data)

@@ -41,13 +41,16 @@ def register(app: typer.Typer) -> None:
     def info(
         root: Path = typer.Argument(..., help="Dataset folder in UCSD layout (Train/, Test/, *.m)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        check_frames: bool = typer.Option(
+            False, "--check-frames", help="Decode every frame and list the damaged ones (reads the whole dataset)."
+        ),
     ) -> None:
         """Clips, frames, frame size, anomalous frames and mask coverage of a UCSD-layout dataset."""
         import json
 
         from edge_ad.data.info import dataset_info, render_info
 
-        summary = dataset_info(root)
+        summary = dataset_info(root, check_frames=check_frames)
         if as_json:
             typer.echo(json.dumps(summary, indent=2))
         else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edge_ad.data.ucsd import Clip, open_ucsd
+from edge_ad.data.ucsd import Clip, DamagedImage, open_ucsd, quiet_decoders, read_image
 
 
 def _test_clip_info(clip: Clip) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def _clip_problems(clip: Clip, masks) -> list[str]:
     if clip.labels is not None and len(clip.labels) != len(clip):
         problems.append(f"{len(clip.labels)} frame labels for {len(clip)} frames")
     if masks is not None and clip.frame_paths:
-        frame = clip.read_frame(0).shape[:2]
+        frame = clip.first_frame().shape[:2]
         if len(masks) != len(clip):
             problems.append(f"{len(masks)} masks for {len(clip)} frames")
         if masks.shape[1:3] != frame:
@@ -48,8 +48,26 @@ def _clip_problems(clip: Clip, masks) -> list[str]:
     return problems
 
 
-def dataset_info(root: str | Path) -> dict[str, Any]:
-    """A JSON-ready summary; counts come straight from the .m file and the masks as the reader sees them."""
+def damaged_frames(clips: list[Clip]) -> dict[str, list[str]]:
+    """Each clip's frame files that do not decode, by name: training and evaluation stand the frame before
+    in for them (``Clip.load_frames``), and a user would rather know before a long training run."""
+    out = {}
+    with quiet_decoders():
+        for clip in clips:
+            bad = []
+            for path in clip.frame_paths:
+                try:
+                    read_image(path)
+                except DamagedImage:
+                    bad.append(path.name)
+            if bad:
+                out[clip.name] = bad
+    return out
+
+
+def dataset_info(root: str | Path, check_frames: bool = False) -> dict[str, Any]:
+    """A JSON-ready summary; counts come straight from the .m file and the masks as the reader sees them.
+    ``check_frames`` decodes every frame to list the damaged ones (``damaged_frames``; None unchecked)."""
     ds = open_ucsd(root)
     tests = [_test_clip_info(c) for c in ds.test]
     labelled = [t for t in tests if t["labelled"]]
@@ -80,6 +98,7 @@ def dataset_info(root: str | Path) -> dict[str, Any]:
             else None,
             "per_clip": tests,
         },
+        "damaged_frames": damaged_frames(ds.clips) if check_frames else None,
     }
 
 
@@ -102,6 +121,12 @@ def render_info(info: dict[str, Any]) -> None:
         f"{test['anomalous_frames']} anomalous ({_pct(test['anomalous_fraction'])}); "
         f"masks for {test['clips_with_masks']} clips, mean coverage {_pct(test['mean_mask_coverage'], 2)}"
     )
+    damaged = info["damaged_frames"]
+    if damaged is not None:
+        n = sum(len(v) for v in damaged.values())
+        console.print(f"frames checked: {n} damaged" + (" (each stood in for by the frame before it)" if n else ""))
+        for clip, names in damaged.items():
+            console.print(f"  warning: {clip}: {', '.join(names)} do not decode; replace them to score those frames")
     if not test["per_clip"]:
         return
     table = Table(show_edge=False)

@@ -24,6 +24,13 @@ from edge_ad.errors import UserError
 IMAGE_EXTENSIONS = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"})
 LAYOUT_HINT = "expected Train/TrainNNN/*.tif and/or Test/TestNNN/*.tif (UCSD layout)"
 
+log = logging.getLogger(__name__)
+
+
+class DamagedImage(UserError):
+    """An image file that is there but does not decode (truncated, overwritten): a clip can stand a
+    neighbouring frame in for it, where a missing or unreadable path stays an error."""
+
 
 def natural_key(name: str) -> tuple:
     """Sort key that orders numbers by value: Train2 before Train10, 2.tif before 10.tif."""
@@ -84,7 +91,7 @@ def read_image(path: Path) -> np.ndarray:
             if img is None and path.suffix.lower() in {".tif", ".tiff"}:
                 img = _read_tiff_fallback(path)
     if img is None or img.size == 0 or img.ndim not in (2, 3):
-        raise UserError(f"cannot decode image {path}: the file is corrupt or not an image; replace or remove it")
+        raise DamagedImage(f"cannot decode image {path}: the file is corrupt or not an image; replace or remove it")
     return _to_uint8(img)
 
 
@@ -111,27 +118,65 @@ class Clip:
     labels: np.ndarray | None = None  # bool [T], test clips only
     mask_paths: list[Path] | None = None
     kinds: tuple[str, ...] = ()  # the anomaly kinds its label line names (``mfile.GtEntry``), if any
+    stand_ins: list[int] = field(default_factory=list)  # frames load_frames replaced (0-based), damaged files
 
     def __len__(self) -> int:
         return len(self.frame_paths)
 
-    def read_frame(self, i: int) -> np.ndarray:
-        return read_image(self.frame_paths[i])
+    def first_frame(self) -> np.ndarray:
+        """The first frame that decodes: what needs only the clip's size should not stop at a damaged file
+        that ``load_frames`` would stand a neighbour in for."""
+        for path in self.frame_paths:
+            try:
+                return read_image(path)
+            except DamagedImage:
+                continue
+        raise self._all_damaged()
+
+    def _all_damaged(self) -> UserError:
+        where = self.frame_paths[0].parent if self.frame_paths else self.name
+        return UserError(f"no frame of clip {self.name} decodes ({where}): its files are damaged; replace them")
 
     def load_frames(self) -> np.ndarray:
-        """[T, H, W] or [T, H, W, 3] uint8; a clip is one camera, so a frame of another size is an error."""
-        first = self.read_frame(0)
+        """[T, H, W] or [T, H, W, 3] uint8; a clip is one camera, so a frame of another size is an error.
+
+        A frame whose file does not decode is replaced by the frame before it (after it, at the clip's
+        start), so that frame i is still label i: UCSD Ped1 v1p2 ships a truncated ``Test017/142.tif``,
+        and dropping it would shift every later label by one. ``stand_ins`` lists the replaced frames and
+        a warning names them; only a clip with no decodable frame is an error."""
+        frames: list[np.ndarray | None] = []
+        for path in self.frame_paths:
+            try:
+                frames.append(read_image(path))
+            except DamagedImage:
+                frames.append(None)
+        self.stand_ins = [i for i, f in enumerate(frames) if f is None]
+        good = next((i for i, f in enumerate(frames) if f is not None), None)
+        if good is None:
+            raise self._all_damaged()
+        first = frames[good]
         out = np.empty((len(self),) + first.shape, dtype=np.uint8)
-        out[0] = first
-        for i in range(1, len(self)):
-            img = self.read_frame(i)
-            if img.shape != first.shape:
+        for i, img in enumerate(frames):
+            if img is None:
+                img = out[i - 1] if i > good else first
+            elif img.shape != first.shape:
                 raise UserError(
-                    f"{self.frame_paths[i]} is {_shape_text(img)} but {self.frame_paths[0].name} is "
+                    f"{self.frame_paths[i]} is {_shape_text(img)} but {self.frame_paths[good].name} is "
                     f"{_shape_text(first)}; all frames of clip {self.name} must have one size and colour"
                 )
             out[i] = img
+        if self.stand_ins:
+            log.warning("warning: %s", self.stand_in_note())
         return out
+
+    def stand_in_note(self) -> str:
+        """One line on the frames ``load_frames`` replaced, by the file names a user would look for."""
+        names = [self.frame_paths[i].name for i in self.stand_ins]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        return (
+            f"clip {self.name}: {len(names)} frame(s) do not decode ({shown}, damaged files); the frame before "
+            "each (at the start, the first that decodes) stands in, so the labels stay aligned; replace the files to score those frames"
+        )
 
     def load_masks(self) -> np.ndarray | None:
         """bool [T, H, W] (pixel > 0), or None when the clip has no mask folder."""
@@ -169,7 +214,7 @@ class UCSDDataset:
     def frame_shape(self) -> tuple[int, ...]:
         """Shape of one frame (H, W) or (H, W, 3), read from the first clip's first frame."""
         if self._shape is None:
-            self._shape = self.clips[0].read_frame(0).shape
+            self._shape = self.clips[0].first_frame().shape
         return self._shape
 
 

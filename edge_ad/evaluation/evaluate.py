@@ -156,7 +156,8 @@ def evaluate(
         if clip.labels is None:
             print(f"warning: {clip.name} has no ground truth; skipped")
             continue
-        ev.add_clip(clip.name, clip.load_frames(), clip.labels, clip.load_masks(), clip.kinds)
+        frames = clip.load_frames()
+        ev.add_clip(clip.name, frames, clip.labels, clip.load_masks(), clip.kinds, clip.stand_ins)
     results = ev.results()
     write_report(Path(out), results)
     print(format_table(results))

@@ -50,6 +50,8 @@ class ClipInfo:
     anomalous: int
     has_masks: bool
     kinds: tuple[str, ...] = ()  # the anomaly kinds its labels name (``edge_ad.data.mfile.GtEntry``)
+    # frames (1-based, as labels count them) whose files did not decode and were scored as a neighbour
+    stand_in_frames: tuple[int, ...] = ()
 
 
 @dataclass
@@ -327,9 +329,11 @@ class Evaluator:
         labels: np.ndarray | None,
         masks: np.ndarray | None = None,
         kinds: Sequence[str] = (),
+        stand_ins: Sequence[int] = (),
     ) -> bool:
         """Run every method on one clip; False when the clip has no labels and was skipped. ``kinds``: the
-        anomaly kinds the clip's labels name, for the scores by kind."""
+        anomaly kinds the clip's labels name, for the scores by kind; ``stand_ins``: the frames (0-based)
+        the reader replaced by a neighbour because their files were damaged, which the report names."""
         frames = np.asarray(frames)
         labels, masks = self._check(name, frames, labels, masks)
         if labels is None:
@@ -340,7 +344,10 @@ class Evaluator:
         examples = self._offer_examples(name, frames, labels, masks)
         for method in self.methods:
             self._run(method, name, frames, labels, masks, examples)
-        self._clips.append(ClipInfo(name, int(labels.size), int(labels.sum()), masks is not None, tuple(kinds)))
+        stand_in_frames = tuple(int(i) + 1 for i in stand_ins)
+        self._clips.append(
+            ClipInfo(name, int(labels.size), int(labels.sum()), masks is not None, tuple(kinds), stand_in_frames)
+        )
         self._labels[name] = labels
         return True
 
@@ -576,6 +583,13 @@ def _markdown(results: EvalResults, figures: list[str]) -> str:
     notes = [f"- {s.method}: {n}" for s in results.summaries().values() for n in s.notes]
     if results.skipped:
         notes.append(f"- skipped clips without frame labels: {', '.join(results.skipped)}")
+    for c in results.clips:
+        if c.stand_in_frames:
+            frames = ", ".join(map(str, c.stand_in_frames))
+            notes.append(
+                f"- {c.name}: frame(s) {frames} did not decode (damaged files); each was scored as the frame "
+                "before it, and its label kept"
+            )
     if notes:
         lines += ["## Notes", "", *notes, ""]
     lines += [f"![{f}]({f})" for f in figures]

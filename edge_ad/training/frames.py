@@ -32,7 +32,7 @@ def check_frame_sizes(clips: list[Clip]) -> None:
     """One camera, one frame size: mixed sizes mean mixed cameras, which one model cannot learn."""
     shapes: dict[tuple[int, ...], str] = {}
     for c in clips:
-        shape = c.read_frame(0).shape
+        shape = c.first_frame().shape
         shapes.setdefault(shape, c.name)
     if len(shapes) > 1:
         seen = ", ".join(f"{name}: {'x'.join(map(str, s))}" for s, name in shapes.items())
