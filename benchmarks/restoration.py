@@ -54,11 +54,13 @@ def restoration_benchmark(
     if quantile is not None:  # a lower NLL quantile replaces more codes: the sequential reference's worst case
         from edge_ad.models.prior import code_nll
         from edge_ad.scoring.calibrate import validation_frames
+        from edge_ad.scoring.restoration import threshold_off_ties
         from edge_ad.training.rundir import RunDir
 
         val = torch.from_numpy(validation_frames(RunDir(Path(run_dir)), cfg, data_root)[:128]).float()
         vcodes = pipe.encode(val)[0]
-        scorer.restore_threshold.fill_(float(torch.quantile(code_nll(pipe.prior(vcodes), vcodes).flatten(), quantile)))
+        nll = code_nll(pipe.prior(vcodes), vcodes).flatten().numpy()
+        scorer.restore_threshold.fill_(threshold_off_ties(nll, quantile))  # as calibration sets it
     ds = open_ucsd(data_root)
     frames, masks = [], []
     for clip in ds.test:

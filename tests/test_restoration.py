@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ from edge_ad.benchmarks.restoration import restoration_benchmark
 from edge_ad.data.ucsd import open_ucsd
 from edge_ad.scoring.calibrate import calibrate_run
 from edge_ad.scoring.load import load_pipeline
-from edge_ad.scoring.restoration import restore_fast
+from edge_ad.scoring.restoration import restore_fast, threshold_off_ties
 from edge_ad.training.frames import clip_tensor
 
 
@@ -52,3 +53,17 @@ def test_refinement_rounds_replace_codes_and_export(
         once, twice = (restore_fast(pipeline.prior, codes, logits, thr, k) for k in (0, 2))
     assert (once != codes).any() and not torch.equal(once, twice)
     exported_like_torch(run)
+
+
+def test_threshold_moves_off_a_cluster_of_repeated_nlls() -> None:
+    """A background code repeated frame after frame puts the quantile on a cluster; the threshold moves up
+    to the middle of the first gap of at least two margins, and stays the quantile where no NLL is near."""
+    spread = np.linspace(0.0, 1.0, 101)  # 0.01 apart: the 0.5 quantile is 0.5, itself a value
+    assert threshold_off_ties(spread, 0.5, margin=1e-3) == pytest.approx(0.501)
+    assert threshold_off_ties(spread, 0.505, margin=1e-3) == pytest.approx(0.505)  # between values: kept
+    cluster = np.concatenate([np.linspace(0.0, 1.0, 50), 2.0 + 1e-6 * np.arange(40), [2.0015, 2.004, 3.0]])
+    t = threshold_off_ties(cluster, 0.7, margin=1e-3)  # the quantile falls inside the 40 repeats near 2.0
+    assert 2.0 <= np.quantile(cluster, 0.7) < 2.0001
+    assert t == pytest.approx(2.0015 + 1e-3)  # 2.0015 is within two margins of the cluster: the next gap
+    assert np.abs(cluster - t).min() >= 1e-3 - 1e-12
+    assert threshold_off_ties(np.full(10, 5.0), 0.9, margin=1e-3) == pytest.approx(5.001)  # above them all

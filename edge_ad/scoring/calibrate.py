@@ -28,6 +28,7 @@ from edge_ad.data.ucsd import Clip, UCSDDataset, open_ucsd, quiet_decoders
 from edge_ad.errors import UserError
 from edge_ad.models.prior import code_nll
 from edge_ad.models.ssim import gaussian_1d, separable_blur
+from edge_ad.scoring.restoration import threshold_off_ties
 from edge_ad.scoring.scorer import AnomalyPipeline, AnomalyScorer
 from edge_ad.training.frames import clip_tensor, stack
 from edge_ad.training.rundir import RunDir
@@ -114,6 +115,7 @@ def calibrate(
     ``val_x`` itself by default: footage too long to hold is sampled for the one, streamed for the other."""
     scorer = pipeline.scorer
     rng = np.random.default_rng(seed)
+    restore_share = None
     if pipeline.prior is not None:  # kept in every bundle, so restoration can be switched on later
         prior = pipeline.prior
 
@@ -122,7 +124,8 @@ def calibrate(
             return code_nll(prior(codes), codes).flatten()
 
         nll = torch.cat(_batched(val_x, nll_of)).numpy()
-        scorer.restore_threshold.fill_(float(np.quantile(nll, cfg.scoring.restore_quantile)))
+        scorer.restore_threshold.fill_(threshold_off_ties(nll, cfg.scoring.restore_quantile))
+        restore_share = float((nll <= float(scorer.restore_threshold)).mean())
     if "background" in scorer.names:
         scorer.background.copy_(torch.from_numpy(scene_background(val_x, scorer.colour)))
     raw = _batched(val_x, pipeline.raw_maps)
@@ -165,6 +168,8 @@ def calibrate(
         "area_center": scorer.area_center.tolist(),
         "area_scale": scorer.area_scale.tolist(),
         "restore_threshold": float(scorer.restore_threshold),
+        # the share of calibration codes at or below it: the quantile asked for, or a little above (off ties)
+        "restore_quantile_effective": restore_share,
         **alert,
         "pixel_threshold": alert["threshold"],
         "map_scale": 2.0 * max(alert["threshold"], 1e-6),
