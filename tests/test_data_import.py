@@ -177,3 +177,15 @@ def test_bad_input_is_one_line(
     assert code == 2 and "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and re.search(message, lines[0]), err
+
+
+def test_a_damaged_first_frame_in_the_dataset_does_not_stop_an_import(tmp_path: Path) -> None:
+    video = _write_video(tmp_path / "cam.avi", n=20, fps=10.0)
+    import_recordings([video], tmp_path / "data", fps=10.0, clip_seconds=1.0)
+    first = tmp_path / "data" / "Train" / "Train001" / "001.png"
+    first.write_bytes(first.read_bytes()[:40])  # truncated: the camera's size is read off the next frame
+    later = import_recordings([video], tmp_path / "data", fps=10.0, clip_seconds=1.0)
+    assert later.clips == ["Train003", "Train004"]
+    other = _write_video(tmp_path / "other.avi", n=10, fps=10.0, size=(32, 64))
+    with pytest.raises(UserError, match="one camera"):
+        import_recordings([other], tmp_path / "data", fps=10.0, clip_seconds=1.0)

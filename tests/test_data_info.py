@@ -121,9 +121,13 @@ def test_check_frames_lists_the_damaged_ones(
     assert code == 0 and json.loads(out)["damaged_frames"] == {}
     frames = sorted((data / "Test" / "Test002").iterdir())
     frames[7].write_bytes(frames[7].read_bytes()[:64])  # truncated
+    first = sorted((data / "Test" / "Test001").iterdir())[0]
+    first.write_bytes(first.read_bytes()[:64])  # a masked clip's first frame: its size comes from the next
     code, out, _ = cli(["data", "info", str(data), "--json", "--check-frames"])
-    assert code == 0 and json.loads(out)["damaged_frames"] == {"Test002": [frames[7].name]}
+    assert code == 0
+    assert json.loads(out)["damaged_frames"] == {"Test001": [first.name], "Test002": [frames[7].name]}
+    assert all(not c["problems"] for c in json.loads(out)["test"]["per_clip"])
     code, out, _ = cli(["data", "info", str(data), "--check-frames"])
     assert code == 0
-    assert "frames checked: 1 damaged" in out
+    assert "frames checked: 2 damaged" in out
     assert f"warning: Test002: {frames[7].name} do not decode" in out

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from edge_ad.data.footage import footage_clips
 from edge_ad.data.synth import make_scene
 from edge_ad.data.ucsd import natural_key, open_ucsd, read_image
 from edge_ad.errors import UserError
+from edge_ad.training.frames import check_frame_sizes
 
 
 def _frames(folder: Path, n: int, ext: str = ".tif", shape: tuple[int, ...] = (12, 16), start: int = 1) -> None:
@@ -189,3 +191,18 @@ def test_a_clip_with_no_frame_that_decodes_is_a_user_error(tmp_path: Path) -> No
         ds.train[0].load_frames()
     with pytest.raises(UserError, match="no frame of clip Train001 decodes"):
         assert ds.frame_shape
+
+
+def test_a_damaged_first_frame_does_not_stop_what_needs_only_the_size(tmp_path: Path) -> None:
+    for name in ("Train001", "Train002"):
+        _frames(tmp_path / "Train" / name, 4)
+    first = tmp_path / "Train" / "Train001" / "1.tif"
+    first.write_bytes(first.read_bytes()[:60])
+    clips = open_ucsd(tmp_path).train
+    check_frame_sizes(clips)  # one camera: the size is read off the first frame that decodes
+    (footage,) = footage_clips(tmp_path / "Train" / "Train001")  # normal footage for calibration, too
+    assert (footage.height, footage.width, footage.length) == (12, 16, 4)
+    for f in (tmp_path / "Train" / "Train001").iterdir():
+        f.write_bytes(b"II*\x00 damaged")
+    with pytest.raises(UserError, match=r"no frame of .*Train001 decodes"):
+        footage_clips(tmp_path / "Train" / "Train001")

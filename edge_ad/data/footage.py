@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edge_ad.data.ucsd import IMAGE_EXTENSIONS, clip_dirs, is_visible, list_images, natural_key, read_image
+from edge_ad.data.ucsd import IMAGE_EXTENSIONS, clip_dirs, first_decodable, is_visible, list_images, natural_key
 from edge_ad.data.video import FolderFrames, VideoFrames, iter_folder, iter_video, video_info
 from edge_ad.errors import UserError
 
@@ -44,7 +44,9 @@ def _video(path: Path) -> FootageClip:
 
 
 def _frames(folder: Path, images: list[Path]) -> FootageClip:
-    first = read_image(images[0])
+    first = first_decodable(images)
+    if first is None:
+        raise UserError(f"no frame of {folder} decodes: its files are damaged; replace them or leave the folder out")
     return FootageClip(folder.resolve(), "frames", len(images), 0.0, first.shape[1], first.shape[0], tuple(images))
 
 

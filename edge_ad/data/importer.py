@@ -26,7 +26,7 @@ import numpy as np
 
 from edge_ad.data.footage import FootageClip, footage_clips
 from edge_ad.data.rate import SAME_RATE, resample
-from edge_ad.data.ucsd import clip_dirs, find_child, list_images, read_image
+from edge_ad.data.ucsd import clip_dirs, find_child, first_decodable, list_images
 from edge_ad.data.video import FramePacket, iter_video
 from edge_ad.errors import UserError, make_dir
 
@@ -112,8 +112,8 @@ def _camera_size(root: Path) -> tuple[int, int] | None:
     for name in ("Train", "Test"):
         folder = find_child(root, name) if root.is_dir() else None
         for clip in clip_dirs(folder):
-            if frames := list_images(clip):
-                return read_image(frames[0]).shape[:2]  # type: ignore[return-value]
+            if (first := first_decodable(list_images(clip))) is not None:
+                return first.shape[:2]  # type: ignore[return-value]
     return None
 
 

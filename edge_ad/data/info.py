@@ -124,7 +124,9 @@ def render_info(info: dict[str, Any]) -> None:
     damaged = info["damaged_frames"]
     if damaged is not None:
         n = sum(len(v) for v in damaged.values())
-        console.print(f"frames checked: {n} damaged" + (" (each stood in for by the frame before it)" if n else ""))
+        console.print(
+            f"frames checked: {n} damaged" + (" (training and eval stand a neighbour in for each)" if n else "")
+        )
         for clip, names in damaged.items():
             console.print(f"  warning: {clip}: {', '.join(names)} do not decode; replace them to score those frames")
     if not test["per_clip"]:

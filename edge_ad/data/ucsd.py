@@ -91,8 +91,19 @@ def read_image(path: Path) -> np.ndarray:
             if img is None and path.suffix.lower() in {".tif", ".tiff"}:
                 img = _read_tiff_fallback(path)
     if img is None or img.size == 0 or img.ndim not in (2, 3):
-        raise DamagedImage(f"cannot decode image {path}: the file is corrupt or not an image; replace or remove it")
+        raise DamagedImage(f"cannot decode image {path}: the file is corrupt or not an image; replace it")
     return _to_uint8(img)
+
+
+def first_decodable(paths: list[Path]) -> np.ndarray | None:
+    """The first of ``paths`` that decodes, or None: what needs only a folder's frame size should not stop
+    at a damaged file that the readers of its frames step over or stand a neighbour in for."""
+    for path in paths:
+        try:
+            return read_image(path)
+        except DamagedImage:
+            continue
+    return None
 
 
 def _read_tiff_fallback(path: Path) -> np.ndarray | None:
@@ -124,14 +135,11 @@ class Clip:
         return len(self.frame_paths)
 
     def first_frame(self) -> np.ndarray:
-        """The first frame that decodes: what needs only the clip's size should not stop at a damaged file
-        that ``load_frames`` would stand a neighbour in for."""
-        for path in self.frame_paths:
-            try:
-                return read_image(path)
-            except DamagedImage:
-                continue
-        raise self._all_damaged()
+        """The first frame that decodes (``first_decodable``)."""
+        frame = first_decodable(self.frame_paths)
+        if frame is None:
+            raise self._all_damaged()
+        return frame
 
     def _all_damaged(self) -> UserError:
         where = self.frame_paths[0].parent if self.frame_paths else self.name
@@ -173,9 +181,10 @@ class Clip:
         """One line on the frames ``load_frames`` replaced, by the file names a user would look for."""
         names = [self.frame_paths[i].name for i in self.stand_ins]
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        kept = "the labels stay aligned" if self.split == "test" else "the clip keeps its timing"
         return (
             f"clip {self.name}: {len(names)} frame(s) do not decode ({shown}, damaged files); the frame before "
-            "each (at the start, the first that decodes) stands in, so the labels stay aligned; replace the files to score those frames"
+            f"each (at the start, the first that decodes) stands in, so {kept}; replace the files to use them"
         )
 
     def load_masks(self) -> np.ndarray | None:

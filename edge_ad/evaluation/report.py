@@ -588,7 +588,7 @@ def _markdown(results: EvalResults, figures: list[str]) -> str:
             frames = ", ".join(map(str, c.stand_in_frames))
             notes.append(
                 f"- {c.name}: frame(s) {frames} did not decode (damaged files); each was scored as the frame "
-                "before it, and its label kept"
+                "before it (at the clip's start, the first that decodes), and its label kept"
             )
     if notes:
         lines += ["## Notes", "", *notes, ""]
