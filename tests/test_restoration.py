@@ -56,14 +56,20 @@ def test_refinement_rounds_replace_codes_and_export(
 
 
 def test_threshold_moves_off_a_cluster_of_repeated_nlls() -> None:
-    """A background code repeated frame after frame puts the quantile on a cluster; the threshold moves up
-    to the middle of the first gap of at least two margins, and stays the quantile where no NLL is near."""
-    spread = np.linspace(0.0, 1.0, 101)  # 0.01 apart: the 0.5 quantile is 0.5, itself a value
-    assert threshold_off_ties(spread, 0.5, margin=1e-3) == pytest.approx(0.501)
-    assert threshold_off_ties(spread, 0.505, margin=1e-3) == pytest.approx(0.505)  # between values: kept
-    cluster = np.concatenate([np.linspace(0.0, 1.0, 50), 2.0 + 1e-6 * np.arange(40), [2.0015, 2.004, 3.0]])
-    t = threshold_off_ties(cluster, 0.7, margin=1e-3)  # the quantile falls inside the 40 repeats near 2.0
-    assert 2.0 <= np.quantile(cluster, 0.7) < 2.0001
-    assert t == pytest.approx(2.0015 + 1e-3)  # 2.0015 is within two margins of the cluster: the next gap
-    assert np.abs(cluster - t).min() >= 1e-3 - 1e-12
-    assert threshold_off_ties(np.full(10, 5.0), 0.9, margin=1e-3) == pytest.approx(5.001)  # above them all
+    """A background code repeated frame after frame puts the quantile on a cluster; the threshold moves up to
+    the first point a margin away from every NLL, stays the quantile where no NLL is near, and where the
+    NLLs are too dense for such a point it moves no further than the window (into its widest gap)."""
+    m = 3e-4
+    spread = np.linspace(0.0, 10.0, 10_001)  # 1e-3 apart: the 0.5 quantile is 5.0, itself a value
+    assert threshold_off_ties(spread, 0.5, margin=m) == pytest.approx(5.0 + m)
+    assert threshold_off_ties(spread, 0.50005, margin=m) == pytest.approx(5.0005)  # between values: kept
+    # one background code's NLL in each of 40 frames (0.3 % of the codes, inside the window) near 5.0
+    cluster = np.concatenate([spread, 5.0 + 1e-6 * np.arange(40)])
+    assert 5.0 <= np.quantile(cluster, 0.5) < 5.00004
+    t = threshold_off_ties(cluster, 0.5, margin=m)
+    assert t == pytest.approx(5.000039 + m)  # just above the cluster, a margin below 5.001
+    assert np.abs(cluster - t).min() >= m - 1e-9
+    dense = np.linspace(0.0, 1.0, 100_001)  # 1e-5 apart: no point is a margin away from every NLL
+    t = threshold_off_ties(dense, 0.5, margin=m, window=0.005)
+    assert 0.5 < t <= np.quantile(dense, 0.505) and (dense <= t).mean() <= 0.505 + 1e-4
+    assert threshold_off_ties(np.full(10, 5.0), 0.9, margin=m) == pytest.approx(5.0 + m)  # above them all
