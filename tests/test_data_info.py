@@ -130,4 +130,4 @@ def test_check_frames_lists_the_damaged_ones(
     code, out, _ = cli(["data", "info", str(data), "--check-frames"])
     assert code == 0
     assert "frames checked: 2 damaged" in out
-    assert f"warning: Test002: {frames[7].name} do not decode" in out
+    assert f"warning: Test002: cannot decode {frames[7].name}" in out

@@ -128,7 +128,7 @@ def render_info(info: dict[str, Any]) -> None:
             f"frames checked: {n} damaged" + (" (training and eval stand a neighbour in for each)" if n else "")
         )
         for clip, names in damaged.items():
-            console.print(f"  warning: {clip}: {', '.join(names)} do not decode; replace them to score those frames")
+            console.print(f"  warning: {clip}: cannot decode {', '.join(names)}; replace the files to use those frames")
     if not test["per_clip"]:
         return
     table = Table(show_edge=False)
