@@ -29,10 +29,10 @@ import numpy as np
 
 from edge_ad.config import StreamConfig
 from edge_ad.data.rate import RateGate
+from edge_ad.data.ucsd import IMAGE_EXTENSIONS, list_images, quiet_decoders, read_image
 from edge_ad.data.video import clean_rate
 from edge_ad.errors import UserError
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".pgm")
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt", "rtp")
 FRAMES_DEFAULT_FPS = 10.0  # UCSD Ped1/Ped2 were filmed at 10 frames/s
 MAX_CORRUPT_RUN = 25  # this many undecodable frames in a row end a file: the rest is not video
@@ -148,20 +148,13 @@ class OpenCVReader(Reader):
             self._cap = None
 
 
-def _numeric_key(path: Path) -> tuple:
-    """Natural order, so 2.tif comes before 10.tif (UCSD numbers frames 001..200, other sets do not pad)."""
-    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name))
-
-
 class FramesReader(Reader):
     """A folder of numbered images, e.g. UCSD's Test001/001.tif ... 200.tif."""
 
     def __init__(self, folder: Path, fps: float):
         self.folder = folder
         self.fps = fps
-        self.files = sorted(
-            (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=_numeric_key
-        )
+        self.files = list_images(folder)  # the dataset reader's listing: numeric order, hidden files skipped
         self._next = 0
 
     def open(self) -> None:
@@ -172,9 +165,11 @@ class FramesReader(Reader):
         while self._next < len(self.files):
             path = self.files[self._next]
             self._next += 1
-            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if image is not None and image.size:
-                return image
+            try:
+                with quiet_decoders():
+                    return read_image(path)  # as training and eval decode it
+            except UserError:  # damaged, or gone since the listing: counted, the replay goes on
+                pass
             self.skipped += 1
             self.skip_reason = f"{path} could not be decoded"
         return None
@@ -367,7 +362,7 @@ def _frames_reader(folder: Path, fps: float) -> FramesReader:
         clips = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if clips:
             raise UserError(f"{folder} holds folders, not frames: pass one clip, e.g. {folder / clips[0]}")
-        raise UserError(f"no frames in {folder} (expected image files: {', '.join(IMAGE_SUFFIXES)})")
+        raise UserError(f"no frames in {folder} (expected image files: {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return reader
 
 

@@ -61,6 +61,25 @@ def test_frames_folder_in_numeric_order_with_a_corrupt_frame_skipped(tmp_path: P
     )
 
 
+def test_frames_folder_is_read_as_training_reads_it(tmp_path: Path) -> None:
+    """The dataset reader's listing and decoding: macOS resource forks (``._001.tif``, as archives packed on
+    a Mac carry) are not frames, and a 16-bit frame is scaled to 8 bits as training saw it."""
+    import tifffile
+
+    clip = tmp_path / "Test001"
+    clip.mkdir()
+    tifffile.imwrite(clip / "001.tif", np.full((20, 30), 65535, np.uint16))
+    cv2.imwrite(str(clip / "002.tif"), np.full((20, 30), 7, np.uint8))
+    (clip / "._001.tif").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    board = board_for("c")
+    frames = capture(StreamConfig(name="c", source=str(clip), kind="frames"), board, pace="max")
+    assert [(f.image.dtype, int(f.image[0, 0])) for f in frames] == [(np.uint8, 255), (np.uint8, 7)]
+    dropped = board.metrics.registry.get_sample_value(
+        "edge_ad_frames_dropped_total", {"stream": "c", "reason": "corrupt"}
+    )
+    assert not dropped
+
+
 def test_video_file_decodes_every_frame(tmp_path: Path) -> None:
     written = write_video(tmp_path / "clip.avi", 12)
     frames = capture(

@@ -21,7 +21,7 @@ import numpy as np
 from edge_ad.data.mfile import GtEntry, ranges_to_labels, read_gt_entries
 from edge_ad.errors import UserError
 
-IMAGE_EXTENSIONS = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"})
+IMAGE_EXTENSIONS = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".pgm"})
 LAYOUT_HINT = "expected Train/TrainNNN/*.tif and/or Test/TestNNN/*.tif (UCSD layout)"
 
 log = logging.getLogger(__name__)
