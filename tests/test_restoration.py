@@ -46,6 +46,7 @@ def test_refinement_rounds_replace_codes_and_export(
     run = edited_run(lambda cfg: cfg["scoring"].update(restore_quantile=0.95, restore_rounds=2))
     calibrate_run(run, tiny_scene)
     config, pipeline, calib = load_pipeline(run)
+    assert 0.95 <= calib["restore_quantile_effective"] <= 0.955  # moved off ties, within the window
     x = torch.from_numpy(clip_tensor(open_ucsd(tiny_scene).test[0], config).frames[:8]).float()
     with torch.no_grad():
         codes = pipeline.encode(x)[0]

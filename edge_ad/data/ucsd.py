@@ -98,9 +98,14 @@ def read_image(path: Path) -> np.ndarray:
 def first_decodable(paths: list[Path]) -> np.ndarray | None:
     """The first of ``paths`` that decodes, or None: what needs only a folder's frame size should not stop
     at a damaged file that the readers of its frames step over or stand a neighbour in for."""
-    for path in paths:
+    found = _first_decodable_at(paths)
+    return None if found is None else found[1]
+
+
+def _first_decodable_at(paths: list[Path]) -> tuple[int, np.ndarray] | None:
+    for i, path in enumerate(paths):
         try:
-            return read_image(path)
+            return i, read_image(path)
         except DamagedImage:
             continue
     return None
@@ -152,22 +157,21 @@ class Clip:
         start), so that frame i is still label i: UCSD Ped1 v1p2 ships a truncated ``Test017/142.tif``,
         and dropping it would shift every later label by one. ``stand_ins`` lists the replaced frames and
         a warning names them; only a clip with no decodable frame is an error."""
-        frames: list[np.ndarray | None] = []
-        for path in self.frame_paths:
-            try:
-                frames.append(read_image(path))
-            except DamagedImage:
-                frames.append(None)
-        self.stand_ins = [i for i, f in enumerate(frames) if f is None]
-        good = next((i for i, f in enumerate(frames) if f is not None), None)
-        if good is None:
+        found = _first_decodable_at(self.frame_paths)
+        if found is None:
             raise self._all_damaged()
-        first = frames[good]
-        out = np.empty((len(self),) + first.shape, dtype=np.uint8)
-        for i, img in enumerate(frames):
-            if img is None:
-                img = out[i - 1] if i > good else first
-            elif img.shape != first.shape:
+        good, first = found
+        out = np.empty((len(self),) + first.shape, dtype=np.uint8)  # decoded into place: one copy of the clip
+        self.stand_ins = list(range(good))
+        out[: good + 1] = first
+        for i in range(good + 1, len(self)):
+            try:
+                img = read_image(self.frame_paths[i])
+            except DamagedImage:
+                self.stand_ins.append(i)
+                out[i] = out[i - 1]
+                continue
+            if img.shape != first.shape:
                 raise UserError(
                     f"{self.frame_paths[i]} is {_shape_text(img)} but {self.frame_paths[good].name} is "
                     f"{_shape_text(first)}; all frames of clip {self.name} must have one size and colour"
