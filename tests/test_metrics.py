@@ -192,6 +192,51 @@ def test_streaming_aupro_matches_in_memory() -> None:
     assert streamed.aupro == pytest.approx(exact_aupro(maps, masks, 0.3), abs=5e-3)
 
 
+def test_streaming_aupro_does_not_depend_on_clip_order() -> None:
+    # Thresholds taken from the first clip alone would leave the second clip's range, 45 times larger,
+    # with no curve points at low FPR: 0.19 against 0.39 before the thresholds came from the whole set.
+    a, a_masks = random_maps(20, 32, 32, seed=8)
+    b, b_masks = random_maps(20, 32, 32, seed=9)
+    a, b = a * 0.1, b * 4.5
+    results = []
+    for first, second in (((a, a_masks), (b, b_masks)), ((b, b_masks), (a, a_masks))):
+        acc = AUPRO(fpr_limit=0.3, num_thresholds=500)
+        acc.update(*first)
+        acc.update(*second)
+        results.append(acc.compute().aupro)
+    whole = exact_aupro(np.concatenate([a, b]), np.concatenate([a_masks, b_masks]), 0.3)
+    assert results[0] == pytest.approx(whole, abs=5e-3)
+    assert results[1] == pytest.approx(whole, abs=5e-3)
+
+
+def test_sampled_aupro_stays_close_to_exact() -> None:
+    maps, masks = random_maps(60, 48, 48, seed=10)
+    acc = AUPRO(fpr_limit=0.3, num_thresholds=500, max_pixels=20_000)  # about a seventh of the pixels
+    for i in range(0, 60, 10):
+        acc.update(maps[i : i + 10], masks[i : i + 10])
+    assert acc.n_normal == int((~masks).sum())
+    assert acc.compute().aupro == pytest.approx(exact_aupro(maps, masks, 0.3), abs=0.02)
+
+
+def test_aupro_refuses_nan_maps() -> None:
+    maps, masks = random_maps(4, 16, 16, seed=11)
+    maps[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        aupro(maps, masks)
+
+
+def test_aupro_takes_a_clip_masked_everywhere() -> None:
+    # A mask folder whose first clip covers the whole frame has no normal pixel; later clips give them.
+    maps, masks = random_maps(10, 16, 16, seed=12)
+    full = np.ones((2, 16, 16), bool)
+    acc = AUPRO()
+    acc.update(maps[:2], full)
+    with pytest.raises(ValueError, match="normal pixels"):
+        acc.compute()
+    acc.update(maps[2:], masks[2:])
+    assert 0.0 < acc.compute().aupro <= 1.0
+
+
 def test_aupro_runs_in_seconds_on_a_thousand_frames() -> None:
     maps, masks = random_maps(1000, 128, 128, seed=7)
     start = time.perf_counter()

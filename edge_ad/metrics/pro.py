@@ -3,7 +3,7 @@
 Pixel AUROC lets one large anomaly dominate; PRO gives every connected ground-truth region the same weight.
 At a threshold t, PRO is the mean over regions of the fraction of the region above t, which is a sum over
 anomalous pixels of 1 / (region size * number of regions). So PRO and FPR are two weighted histograms over
-the same fixed thresholds: the accumulator keeps 2 x (thresholds + 1) numbers, whatever the test set size.
+the same thresholds, read off a bounded sample of each class (``UniformSample``), whatever the test set size.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from edge_ad.metrics.roc import DEFAULT_CURVE_POINTS, Curve, thin_curve
+from edge_ad.metrics.sampling import UniformSample
 
 # Multiples of the value span added above the largest normal value seen when thresholds are chosen, so a
 # later clip with larger maps still gets curve points at low FPR instead of a straight line from (0, 0).
@@ -73,59 +74,76 @@ def region_weights(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 class AUPRO:
-    """Streaming AUPRO over fixed thresholds.
+    """Streaming AUPRO whose result does not depend on the order the clips come in.
 
-    Thresholds come from ``thresholds`` if given, else from the normal pixels of the first ``update``
-    (quantiles, see ``thresholds_from_normal``). Later batches only fill histograms, so the result is exact
-    for those thresholds; its resolution is as good as the first batch is representative of the rest.
+    It keeps a uniform sample of at most ``max_pixels`` normal pixels and of anomalous pixels, each with the
+    weight of its region (``region_weights``). ``compute`` chooses the thresholds from the whole test set's
+    normal sample (quantiles, ``thresholds_from_normal``) unless ``thresholds`` were given, and reads FPR and
+    PRO off the two samples. Below ``max_pixels`` per class nothing is sampled and the result is exact for
+    those thresholds; above it, the FPR at 0.3 has a standard error of about 3e-4 at the default size.
     """
 
-    def __init__(self, fpr_limit: float = 0.3, num_thresholds: int = 200, thresholds: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        fpr_limit: float = 0.3,
+        num_thresholds: int = 200,
+        thresholds: np.ndarray | None = None,
+        max_pixels: int = 2_000_000,
+        seed: int = 0,
+    ) -> None:
         if not 0.0 < fpr_limit <= 1.0:
             raise ValueError("fpr_limit must be in (0, 1]")
         self.fpr_limit = fpr_limit
         self.num_thresholds = num_thresholds
         self.thresholds = None if thresholds is None else np.unique(np.asarray(thresholds, dtype=np.float64))
+        rng = np.random.default_rng(seed)
+        self._normal = UniformSample(max_pixels, rng)
+        self._anomalous = UniformSample(max_pixels, rng)  # rows: (value, 1 / region size)
         self.n_regions = 0
-        self.n_normal = 0
-        self._normal_hist: np.ndarray | None = None
-        self._region_hist: np.ndarray | None = None
+        self.nonfinite = 0
 
-    def _bins(self, values: np.ndarray) -> np.ndarray:
-        # bin b holds values above exactly the b lowest thresholds
-        return np.searchsorted(self.thresholds, values, side="left")
+    @property
+    def n_normal(self) -> int:
+        return self._normal.seen
 
     def update(self, maps: np.ndarray, masks: np.ndarray) -> None:
         maps = np.asarray(maps, dtype=np.float64)
         masks = np.asarray(masks).astype(bool)
         if maps.shape != masks.shape or maps.ndim != 3:
             raise ValueError(f"maps {maps.shape} and masks {masks.shape} must both be [N, H, W]")
-        normal = maps[~masks]
-        if self.thresholds is None:
-            self.thresholds = thresholds_from_normal(normal, self.fpr_limit, self.num_thresholds)
-        size = self.thresholds.size + 1
-        if self._normal_hist is None:
-            self._normal_hist = np.zeros(size, np.float64)
-            self._region_hist = np.zeros(size, np.float64)
-        self._normal_hist += np.bincount(self._bins(normal), minlength=size)
-        self.n_normal += normal.size
+        self.nonfinite += int(maps.size - np.count_nonzero(np.isfinite(maps)))
+        self._normal.add(maps[~masks])
         for amap, mask in zip(maps, masks, strict=True):
             if not mask.any():
                 continue
             weights, n = region_weights(mask)
-            self._region_hist += np.bincount(self._bins(amap[mask]), weights=weights, minlength=size)
+            self._anomalous.add(np.stack([amap[mask], weights], axis=1))
             self.n_regions += n
 
     def curve_points(self) -> tuple[np.ndarray, np.ndarray]:
         """(FPR, PRO) from threshold +inf to -inf, both rising from 0 to 1."""
+        if self.nonfinite:
+            raise ValueError(f"maps contain NaN or infinity ({self.nonfinite} pixels)")
         if self.n_regions == 0 or self.n_normal == 0:
             kind = "anomalous regions" if self.n_regions == 0 else "normal pixels"
             raise ValueError(f"no {kind}: AUPRO needs masks with both")
+        normal = self._normal.sample().astype(np.float64)
+        pairs = self._anomalous.sample().astype(np.float64)
+        if self.thresholds is None:
+            thresholds = thresholds_from_normal(normal, self.fpr_limit, self.num_thresholds)
+        else:
+            thresholds = self.thresholds
+        size = thresholds.size + 1
+        # bin b holds values above exactly the b lowest thresholds
+        normal_hist = np.bincount(np.searchsorted(thresholds, normal, side="left"), minlength=size)
+        bins = np.searchsorted(thresholds, pairs[:, 0], side="left")
+        region_hist = np.bincount(bins, weights=pairs[:, 1], minlength=size)
         # above[j] = weight of values above threshold j = sum of bins j+1 ..
-        above_normal = np.cumsum(self._normal_hist[::-1])[::-1][1:]
-        above_region = np.cumsum(self._region_hist[::-1])[::-1][1:]
-        fpr = np.concatenate([[0.0], above_normal[::-1] / self.n_normal, [1.0]])
-        pro = np.concatenate([[0.0], above_region[::-1] / self.n_regions, [1.0]])
+        above_normal = np.cumsum(normal_hist[::-1])[::-1][1:]
+        above_region = np.cumsum(region_hist[::-1])[::-1][1:]
+        # The sampled weights sum to n_regions when nothing was sampled, and estimate it otherwise.
+        fpr = np.concatenate([[0.0], above_normal[::-1] / normal.size, [1.0]])
+        pro = np.concatenate([[0.0], above_region[::-1] / region_hist.sum(), [1.0]])
         return fpr, np.clip(pro, 0.0, 1.0)
 
     def compute(self, curve_points: int = DEFAULT_CURVE_POINTS) -> AUPROResult:
@@ -140,11 +158,10 @@ class AUPRO:
 
 
 def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, num_thresholds: int = 200) -> AUPROResult:
-    """AUPRO of maps [N,H,W] against masks [N,H,W], thresholds chosen from all normal pixels."""
+    """AUPRO of maps [N,H,W] against masks [N,H,W], every pixel kept, thresholds chosen from all normal pixels."""
     maps = np.asarray(maps)
-    masks = np.asarray(masks).astype(bool)
-    if maps.shape != masks.shape:
-        raise ValueError(f"maps {maps.shape} and masks {masks.shape} differ in shape")
-    acc = AUPRO(fpr_limit, num_thresholds, thresholds_from_normal(maps[~masks], fpr_limit, num_thresholds))
+    if maps.shape != np.shape(masks):
+        raise ValueError(f"maps {maps.shape} and masks {np.shape(masks)} differ in shape")
+    acc = AUPRO(fpr_limit, num_thresholds, max_pixels=max(maps.size, 1))
     acc.update(maps, masks)
     return acc.compute()

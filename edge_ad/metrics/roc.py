@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.metrics import auc, roc_auc_score, roc_curve
 
+from edge_ad.metrics.sampling import UniformSample
+
 DEFAULT_CURVE_POINTS = 400
 
 
@@ -145,51 +147,6 @@ def pixel_auroc(
     )
 
 
-class _BottomK:
-    """A uniform sample without replacement of at most ``capacity`` values from a stream: every value gets a
-    random key and the ``capacity`` smallest keys stay. New values are buffered and merged in bulk, so the
-    cost per update is one random draw and a comparison per value."""
-
-    def __init__(self, capacity: int, rng: np.random.Generator) -> None:
-        self.capacity = capacity
-        self.rng = rng
-        self.seen = 0
-        self._values = np.empty(0, np.float32)
-        self._keys = np.empty(0, np.float64)
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
-        self._pending_size = 0
-        self._cutoff = np.inf  # values with a key above the current k-th smallest can never enter
-
-    def add(self, values: np.ndarray) -> None:
-        if values.size == 0:
-            return
-        self.seen += values.size
-        keys = self.rng.random(values.size)
-        if np.isfinite(self._cutoff):
-            keep = keys < self._cutoff
-            values, keys = values[keep], keys[keep]
-        self._pending.append((values.astype(np.float32, copy=False), keys))
-        self._pending_size += values.size
-        if self._pending_size >= self.capacity:
-            self._merge()
-
-    def _merge(self) -> None:
-        if not self._pending:
-            return
-        values = np.concatenate([self._values, *(v for v, _ in self._pending)])
-        keys = np.concatenate([self._keys, *(k for _, k in self._pending)])
-        self._pending, self._pending_size = [], 0
-        if values.size > self.capacity:
-            idx = np.argpartition(keys, self.capacity - 1)[: self.capacity]
-            values, keys = values[idx], keys[idx]
-            self._cutoff = float(keys.max())
-        self._values, self._keys = values, keys
-
-    def sample(self) -> np.ndarray:
-        self._merge()
-        return self._values
-
-
 class PixelAUROC:
     """Streaming pooled pixel AUROC from a uniform sample of at most ``max_pixels`` pixels of each class, so
     evaluation never holds the maps. Per-class samples are unbiased for AUROC (it ignores the class ratio)
@@ -199,8 +156,8 @@ class PixelAUROC:
         if max_pixels < 1:
             raise ValueError("max_pixels must be at least 1")
         rng = np.random.default_rng(seed)
-        self._normal = _BottomK(max_pixels, rng)
-        self._anomalous = _BottomK(max_pixels, rng)
+        self._normal = UniformSample(max_pixels, rng)
+        self._anomalous = UniformSample(max_pixels, rng)
 
     @property
     def n_pixels(self) -> int:
