@@ -80,6 +80,50 @@ def test_labels_from_masks_when_no_m_file(tmp_path: Path) -> None:
         open_ucsd(tmp_path, require_test_labels=True)
 
 
+def _write_masks(folder: Path, masks: list[np.ndarray], ext: str) -> None:
+    folder.mkdir(parents=True)
+    for i, m in enumerate(masks, start=1):
+        params = [cv2.IMWRITE_JPEG_QUALITY, 90] if ext == ".jpg" else []
+        assert cv2.imwrite(str(folder / f"{i:03d}{ext}"), m, params)
+
+
+@pytest.mark.parametrize(
+    ("ext", "dtype", "background", "anomaly"),
+    [
+        (".bmp", np.uint8, 0, 255),  # UCSD's own
+        (".jpg", np.uint8, 0, 255),  # re-saved as JPEG: ringing around the edges
+        (".png", np.uint8, 1, 255),  # a background painted 1
+        (".png", np.uint8, 0, 1),  # label masks of 0 and 1
+        (".tif", np.uint16, 0, 1),  # 16 bits of 0 and 1, which 8-bit scaling turns into zeros
+        (".png", np.uint16, 0, 65535),
+    ],
+)
+def test_masks_are_read_whatever_values_mark_the_anomaly(
+    tmp_path: Path, ext: str, dtype: type, background: int, anomaly: int
+) -> None:
+    _frames(tmp_path / "Test" / "Test001", 3, shape=(48, 64))
+    truth = np.zeros((3, 48, 64), bool)
+    truth[1, 10:30, 20:44] = True
+    truth[2, 5:25, 8:40] = True
+    values = [np.where(t, anomaly, background).astype(dtype) for t in truth]
+    _write_masks(tmp_path / "Test" / "Test001_gt", values, ext)
+    masks = open_ucsd(tmp_path).test[0].load_masks()
+    assert not masks[0].any()
+    wrong = np.count_nonzero(masks != truth)
+    assert wrong <= (0.01 * truth.sum() if ext == ".jpg" else 0)
+
+
+def test_mask_folders_pair_with_clips_whatever_the_case(tmp_path: Path, caplog) -> None:
+    for name in ("Test001", "test002"):
+        _frames(tmp_path / "Test" / name, 3)
+    _masks(tmp_path / "Test" / "Test001_GT", [False, True, False])
+    _masks(tmp_path / "Test" / "TEST002_gt", [True, False, False])
+    _masks(tmp_path / "Test" / "Test09_gt", [True, True, True])
+    ds = open_ucsd(tmp_path)
+    assert [c.labels.tolist() for c in ds.test] == [[False, True, False], [True, False, False]]
+    assert "mask folder" in caplog.text and "Test09_gt belongs to no test clip" in caplog.text
+
+
 def test_real_scene_roundtrip(tmp_path: Path) -> None:
     make_scene(tmp_path, n_train=2, n_test=2, frames=30, size=(64, 96))
     ds = open_ucsd(tmp_path, require_test_labels=True)

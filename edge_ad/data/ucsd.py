@@ -80,6 +80,11 @@ def quiet_decoders() -> Iterator[None]:
 
 def read_image(path: Path) -> np.ndarray:
     """uint8 HxW (gray) or HxWx3 (BGR), as stored. Reads bytes first so non-ASCII paths work too."""
+    return _to_uint8(decode_image(path))
+
+
+def decode_image(path: Path) -> np.ndarray:
+    """The image's own values and dtype (a 16-bit mask of 0 and 1 must not be scaled to 0 and 0)."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
@@ -92,7 +97,7 @@ def read_image(path: Path) -> np.ndarray:
                 img = _read_tiff_fallback(path)
     if img is None or img.size == 0 or img.ndim not in (2, 3):
         raise DamagedImage(f"cannot decode image {path}: the file is corrupt or not an image; replace it")
-    return _to_uint8(img)
+    return img
 
 
 def first_decodable(paths: list[Path]) -> np.ndarray | None:
@@ -192,11 +197,17 @@ class Clip:
         )
 
     def load_masks(self) -> np.ndarray | None:
-        """bool [T, H, W] (pixel > 0), or None when the clip has no mask folder."""
+        """bool [T, H, W], or None when the clip has no mask folder.
+
+        A pixel is anomalous above half the clip's brightest mask value. UCSD's masks are 0 and 255, but a
+        mask saved as JPEG rings around its edges, some tools write 0 and 1 (8 or 16 bits) and some paint
+        the background 1: "above 0" would take the ringing or that background for the anomaly, and 8-bit
+        scaling would turn 16-bit ones into zeros. A clip whose masks are all 0 holds no anomaly."""
         if self.mask_paths is None:
             return None
-        masks = [read_image(p) for p in self.mask_paths]
-        masks = [m.any(axis=2) if m.ndim == 3 else m > 0 for m in masks]
+        raw = [_mask_values(decode_image(p)) for p in self.mask_paths]
+        half = max(float(m.max()) for m in raw) / 2.0
+        masks = [m > half for m in raw]
         shape = masks[0].shape
         for p, m in zip(self.mask_paths, masks, strict=True):
             if m.shape != shape:
@@ -205,6 +216,13 @@ class Clip:
                     f"{shape[0]}x{shape[1]}; all masks of clip {self.name} must have one size"
                 )
         return np.stack(masks)
+
+
+def _mask_values(img: np.ndarray) -> np.ndarray:
+    """HxW: the brightest colour channel (a mask may be drawn in any colour), alpha dropped."""
+    if img.ndim == 3:
+        img = img[:, :, :3].max(axis=2) if img.shape[2] >= 3 else img[:, :, 0]
+    return img
 
 
 def _shape_text(img: np.ndarray) -> str:
@@ -266,9 +284,17 @@ def _read_clip(folder: Path, split: Literal["train", "test"]) -> Clip:
     return Clip(name=folder.name, split=split, frame_paths=frames)
 
 
-def _attach_masks(clip: Clip, test_dir: Path) -> None:
-    mask_dir = test_dir / f"{clip.name}_gt"
-    if not mask_dir.is_dir():
+def mask_dirs(test_dir: Path | None) -> dict[str, Path]:
+    """``TestNNN_gt`` folders by the lower-cased name of the clip they belong to (``Test001_GT`` too: the
+    layout is case-insensitive, as ``find_child`` says)."""
+    if test_dir is None:
+        return {}
+    found = [p for p in test_dir.iterdir() if p.is_dir() and is_visible(p) and p.name.lower().endswith("_gt")]
+    return {p.name[: -len("_gt")].lower(): p for p in sorted(found, key=lambda p: p.name)}
+
+
+def _attach_masks(clip: Clip, mask_dir: Path | None) -> None:
+    if mask_dir is None:
         return
     masks = list_images(mask_dir)
     if len(masks) != len(clip):
@@ -316,8 +342,16 @@ def open_ucsd(root: str | Path, require_test_labels: bool = False) -> UCSDDatase
         raise _layout_error(root)
     train = [_read_clip(d, "train") for d in train_dirs]
     test = [_read_clip(d, "test") for d in test_dirs]
+    masks = mask_dirs(test_dir)
     for clip in test:
-        _attach_masks(clip, test_dir)  # type: ignore[arg-type]
+        _attach_masks(clip, masks.pop(clip.name.lower(), None))
+    for folder in masks.values():
+        log.warning(
+            "warning: mask folder %s belongs to no test clip (no clip named %s); rename it or the clip "
+            "to pair them, or its masks are not used",
+            folder,
+            folder.name[: -len("_gt")],
+        )
     gt_file = find_gt_file(root, test_dir)
     gt = read_gt_entries(gt_file) if gt_file is not None and test else None
     _attach_labels(test, gt, gt_file)
