@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -61,15 +62,51 @@ def export_bundle(
         raise UserError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
     batch = batch or cfg.export.batch
     out = Path(out)
+    _check_target(out, run, force)
+    frames = _parity_frames(run, cfg, data_root)  # before the folder is touched: a bad --data leaves nothing behind
+    place = out.resolve()  # ``--out .`` has no name of its own to build beside
+    partial = place.parent / f".{place.name}.partial-{os.getpid()}"
+    if partial.exists():
+        shutil.rmtree(partial)
+    make_dir(partial, "bundle folder")
+    try:
+        _write_bundle(partial, cfg, pipeline, calib, frames, batch, precision)
+    except BaseException:  # a failed check or a Ctrl-C leaves the old bundle as it was
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    _swap_in(partial, place)
+    return load_bundle(out)
+
+
+def _check_target(out: Path, run: RunDir, force: bool) -> None:
+    """``--force`` replaces a bundle, nothing else: a mistyped ``--out`` must not delete a run or a dataset."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; give a folder for the bundle")
-    replace = out.exists() and any(out.iterdir())
-    if replace and not force:
+    here, run_root = out.resolve(), run.root.resolve()
+    if here == run_root or here in run_root.parents:
+        raise UserError(f"--out {out} is the run {run.root} or holds it; give the bundle a folder of its own")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not force:
         raise UserError(f"{out} exists and is not empty; pass --force to replace it")
-    frames = _parity_frames(run, cfg, data_root)  # before the folder is touched: a bad --data leaves nothing behind
-    if replace:
-        shutil.rmtree(out)
-    make_dir(out, "bundle folder")
+    if not (out / "manifest.json").is_file():
+        raise UserError(
+            f"{out} is not a bundle (no manifest.json), so --force will not replace it; give another --out, "
+            "or empty that folder yourself"
+        )
+
+
+def _swap_in(partial: Path, out: Path) -> None:
+    """The new bundle takes the old one's place in two renames, so that no moment leaves half a bundle."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    partial.rename(out)
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_bundle(out: Path, cfg, pipeline, calib: dict, frames: np.ndarray, batch: int, precision: str) -> None:
     example = torch.from_numpy(frames[:batch].copy())
     graphs: dict[str, str] = {}
     readiness: dict[str, list[str]] = {}
@@ -108,4 +145,3 @@ def export_bundle(
         "config": cfg.to_dict(),
     }
     write_manifest(out, manifest, sorted(graphs.values()))
-    return load_bundle(out)

@@ -136,3 +136,38 @@ def test_engines_on_a_host_without_gpu_stop_before_exporting(tiny_run: Path, tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "need an NVIDIA GPU" in err[0]
     assert not out.exists(), "nothing is exported when the engines cannot be built"
+
+
+def test_force_replaces_a_bundle_and_nothing_else(
+    tiny_run: Path, tiny_scene: Path, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    run_files = sorted(p.name for p in tiny_run.iterdir())
+    with pytest.raises(UserError, match="is the run"):
+        export_bundle(tiny_run, tiny_run, data_root=tiny_scene, force=True)
+    with pytest.raises(UserError, match="holds it"):
+        export_bundle(tiny_run, tiny_run.parent, data_root=tiny_scene, force=True)
+    assert sorted(p.name for p in tiny_run.iterdir()) == run_files
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"not a bundle \(no manifest.json\)"):
+        export_bundle(tiny_run, other, data_root=tiny_scene, force=True)
+    assert (other / "keep.txt").read_text() == "mine"
+    out = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, out)
+    (out / "stale.engine").write_bytes(b"from an older export")
+    export_bundle(tiny_run, out, data_root=tiny_scene, force=True)
+    assert not (out / "stale.engine").exists() and load_bundle(out).manifest["graphs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "photos"]  # no partial or old folder left
+
+
+def test_a_failed_export_leaves_the_old_bundle(edited_run, tiny_scene: Path, tiny_bundle: Path, tmp_path: Path) -> None:
+    run = edited_run(lambda cfg: cfg["export"].update(parity_map_atol=1e-12))
+    out = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, out)
+    before = (out / MANIFEST).read_text()
+    with pytest.raises(UserError, match="parity gate failed"):
+        export_bundle(run, out, data_root=tiny_scene, force=True)
+    assert (out / MANIFEST).read_text() == before
+    load_bundle(out)  # still whole: every checksum holds
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "run"]
