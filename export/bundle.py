@@ -14,9 +14,22 @@ import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    NonNegativeInt,
+    PositiveInt,
+    StrictBool,
+    ValidationError,
+    model_validator,
+)
 
 from edge_ad import __version__
+from edge_ad.calibration_record import checked_calibration, first_error
 from edge_ad.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -141,16 +154,61 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     for key in ("input", "calibration", "graphs", "files"):
         if key not in manifest:
             raise UserError(f"{mpath}: corrupt manifest (no '{key}'); export the bundle again")
+    _check_shape(manifest, mpath)  # what the runtime reads: a hand edit fails here, in one line, not mid-stream
+    manifest["calibration"] = checked_calibration(
+        manifest["calibration"], f"{mpath} (its calibration)", "export the bundle again"
+    )
     bundle = Bundle(root, manifest)
-    try:  # what the runtime reads first: a hand edit should fail here, in one line, not mid-stream
-        bundle.input_size, bundle.grayscale, bundle.temporal_offsets, bundle.channels, bundle.fps  # noqa: B018
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise UserError(
-            f"{mpath}: corrupt manifest (its 'input' entry is malformed); export the bundle again"
-        ) from None
     if verify:
         verify_files(root, manifest["files"])
     return bundle
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Input(_Open):
+    size: tuple[PositiveInt, PositiveInt]
+    grayscale: StrictBool
+    temporal_offsets: list[PositiveInt]
+    channels: PositiveInt
+    fps: Annotated[FiniteFloat, Field(gt=0.0)] | None = None
+
+    @model_validator(mode="after")
+    def _channels_follow(self) -> _Input:
+        expected = (1 if self.grayscale else 3) * (1 + len(self.temporal_offsets))
+        if self.channels != expected:
+            raise ValueError(
+                f"{self.channels} channels, but grayscale={self.grayscale} with temporal_offsets "
+                f"{self.temporal_offsets} makes {expected}"
+            )
+        return self
+
+
+class _FileEntry(_Open):
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    bytes: NonNegativeInt
+
+
+class _Manifest(_Open):
+    input: _Input
+    graphs: dict[str, str]
+    files: dict[str, _FileEntry]
+
+    @model_validator(mode="after")
+    def _graphs_are_checked(self) -> _Manifest:
+        unlisted = sorted(f for f in self.graphs.values() if f not in self.files)
+        if unlisted:
+            raise ValueError(f"graph file {unlisted[0]} has no checksum in 'files'")
+        return self
+
+
+def _check_shape(manifest: dict[str, Any], mpath: Path) -> None:
+    try:
+        _Manifest.model_validate(manifest)
+    except ValidationError as e:
+        raise UserError(f"{mpath}: corrupt manifest ({first_error(e)}); export the bundle again") from None
 
 
 def verify_files(root: Path, files: dict[str, dict[str, Any]]) -> None:

@@ -86,6 +86,29 @@ def test_other_schema_version_refused(tiny_bundle: Path, tmp_path: Path) -> None
         load_bundle(b)
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m["calibration"].pop("threshold"), r"its calibration\) is damaged \(threshold: Field required"),
+        (lambda m: m.update(calibration="x"), r"its calibration\) is damaged \(not a JSON object"),
+        (lambda m: m["calibration"].pop("pixel_threshold"), r"\(pixel_threshold: Field required"),
+        (lambda m: [f.pop("bytes") for f in m["files"].values()], r"corrupt manifest \(files\..*\.bytes: Field"),
+        (lambda m: m.update(files=[]), r"corrupt manifest \(files: not a JSON object"),
+        (lambda m: m["input"].update(temporal_offsets=[]), r"2 channels, but grayscale=True with temporal_offsets"),
+        (lambda m: m["input"].update(size=[0, 5]), r"input\.size\.0: Input should be greater than 0"),
+        (lambda m: m["files"].pop(m["graphs"]["pipeline"]), r"graph file pipeline.onnx has no checksum"),
+    ],
+)
+def test_a_hand_edited_manifest_is_refused_at_load(tiny_bundle: Path, tmp_path: Path, edit, message: str) -> None:
+    """Each of these once loaded and then failed mid-stream, or with a traceback, at the first frame or alert."""
+    b = _copy(tiny_bundle, tmp_path)
+    manifest = json.loads((b / MANIFEST).read_text())
+    edit(manifest)
+    (b / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=message):
+        load_bundle(b)
+
+
 def test_corrupt_onnx_is_named(tiny_bundle: Path, tmp_path: Path) -> None:
     """A corrupt graph whose manifest was regenerated (so checksums pass) still fails with its name."""
     from edge_ad.export.bundle import write_manifest

@@ -330,3 +330,35 @@ def test_a_run_calibrated_before_frame_score_areas_still_loads(edited_run: Calla
 def test_extra_areas_need_a_topk_frame_score() -> None:
     with pytest.raises(UserError, match="extra_topk_fractions needs frame_score: topk"):
         load_config(TINY, ["scoring.frame_score=max", "scoring.extra_topk_fractions=[0.005]"])
+
+
+def test_calibration_refuses_what_would_give_a_nan_threshold(tiny_run: Path, tiny_scene: Path) -> None:
+    from edge_ad.scoring.calibrate import calibrate
+
+    cfg, pipeline, _ = load_pipeline(tiny_run)
+    x = validation_frames(RunDir(tiny_run), cfg, tiny_scene)
+    with pytest.raises(UserError, match="at least 2 normal frames and got 1"):
+        calibrate(pipeline, cfg, x[:1])
+    broken = x[:8].copy()
+    broken[3, :, 10:20, 10:20] = np.nan  # a frame the maps cannot score: NaN statistics, a NaN threshold
+    with pytest.raises(UserError, match="NaN or infinity in center, scale"):
+        calibrate(pipeline, cfg, broken)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.clear(), r"\(maps: Field required\)"),
+        (lambda c: c.pop("threshold"), r"\(threshold: Field required\)"),
+        (lambda c: c.update(threshold="high"), r"\(threshold: Input should be a valid number"),
+        (lambda c: c.update(restore_threshold=None), r"\(restore_threshold: Input should be a valid number"),
+        (lambda c: c.update(map_scale=0), r"\(map_scale: Input should be greater than 0"),
+    ],
+)
+def test_a_calibration_with_a_bad_field_is_one_line(edited_run: Callable, edit: Callable, message: str) -> None:
+    run = edited_run(lambda cfg: None)
+    calib = json.loads((run / "calibration.json").read_text())
+    edit(calib)
+    (run / "calibration.json").write_text(json.dumps(calib))
+    with pytest.raises(UserError, match=r"calibration.json is damaged " + message + r".*edge-ad calibrate --run"):
+        load_pipeline(run)

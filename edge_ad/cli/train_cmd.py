@@ -110,7 +110,8 @@ def _calibrate(run: Path, data: Path | None, normal: list[Path] | None = None, o
     rd = RunDir(run)
     if data is None:
         rd.load_config()  # a path that is no run says so, before it is asked which data it trained on
-        data = Path(rd.read_json("split")["data_root"]) if rd.split.is_file() else None
+        root = rd.read_json("split").get("data_root") if rd.split.is_file() else None
+        data = Path(root) if isinstance(root, str) else None
         if data is None:
             raise UserError(f"pass --data: {run} does not say which data it was trained on")
     before = _rescore(rd, list(overrides)) if overrides else None

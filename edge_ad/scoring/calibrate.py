@@ -58,6 +58,10 @@ def validation_frames(run: RunDir, cfg: Config, data_root: str | Path) -> np.nda
     return stack([clip_tensor(c, cfg) for c in validation_clips(run, data_root)])
 
 
+# Fewer than two frames have no spread: the per-pixel deviation would be NaN and the threshold with it.
+MIN_FRAMES = 2
+
+
 def _chunks(x: np.ndarray, batch: int = 32) -> Iterator[np.ndarray]:
     return (x[i : i + batch] for i in range(0, len(x), batch))
 
@@ -113,6 +117,11 @@ def calibrate(
 ) -> dict[str, Any]:
     """Statistics on ``val_x``; the alert threshold on the frame scores of ``threshold_frames`` (batches),
     ``val_x`` itself by default: footage too long to hold is sampled for the one, streamed for the other."""
+    if len(val_x) < MIN_FRAMES:
+        raise UserError(
+            f"calibration needs at least {MIN_FRAMES} normal frames and got {len(val_x)}: a spread cannot be "
+            "measured on fewer; give longer validation clips, or more footage with `edge-ad calibrate --normal`"
+        )
     scorer = pipeline.scorer
     rng = np.random.default_rng(seed)
     restore_share = None
@@ -151,6 +160,7 @@ def calibrate(
         batches = _chunks(val_x) if threshold_frames is None else threshold_frames
         scores = torch.cat([pipeline(torch.from_numpy(b).float())[1] for b in batches]).numpy()
     alert = frame_threshold(scores, cfg.scoring.false_alarms_per_hour, cfg.scoring.assumed_fps)
+    _require_finite(scorer, scores, len(val_x))
     return {
         "maps": scorer.names,
         # what the statistics and the threshold were set for: a later edit of the run's scoring makes them stale
@@ -178,6 +188,18 @@ def calibrate(
         "val_frames": int(len(scores)),  # the frames the threshold was set on
         "stats_frames": int(len(val_x)),
     }
+
+
+def _require_finite(scorer: AnomalyScorer, scores: np.ndarray, frames: int) -> None:
+    """A NaN threshold alerts never and a NaN statistic blanks every map: refuse before anything is written."""
+    bad = [n for n in scorer.CALIBRATED if not bool(torch.isfinite(getattr(scorer, n)).all())]
+    if not np.isfinite(scores).all():
+        bad.append("frame scores")
+    if bad:
+        raise UserError(
+            f"calibration on {frames} normal frames gave NaN or infinity in {', '.join(bad)}: the model's maps "
+            "are not finite on this footage; check that it is the camera's footage, or train the run again"
+        )
 
 
 def save_normalisation(run: RunDir, scorer: AnomalyScorer) -> None:

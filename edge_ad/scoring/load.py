@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edge_ad.calibration_record import checked_calibration
 from edge_ad.config import Config
 from edge_ad.errors import UserError
 from edge_ad.models.prior import PixelSNAIL
@@ -88,6 +89,8 @@ def load_pipeline(run_dir: str | Path, calibrated: bool = True) -> tuple[Config,
     scorer = AnomalyScorer(vqvae, prior, cfg)
     calib = None
     if calibrated and run.calibration.is_file():
-        calib = run.read_json("calibration")
+        calib = checked_calibration(
+            run.read_json("calibration"), str(run.calibration), f"run `edge-ad calibrate --run {run.root}` again"
+        )
         apply_calibration(scorer, calib, run, cfg)
     return cfg, AnomalyPipeline(vqvae, prior, scorer).eval(), calib
