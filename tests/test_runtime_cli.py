@@ -278,7 +278,9 @@ def test_a_hand_edited_manifest(tiny_bundle: Path, tmp_path: Path, capsys: pytes
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["input"]["size"] = "abc"
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    assert "'input' entry is malformed" in user_error(run_args(bundle, tmp_path, "--camera", "0"), capsys)
+    assert "corrupt manifest (input.size: Input should be a valid tuple)" in user_error(
+        run_args(bundle, tmp_path, "--camera", "0"), capsys
+    )
 
 
 def test_paths_of_the_wrong_kind_are_named_as_such(
@@ -293,6 +295,8 @@ def test_paths_of_the_wrong_kind_are_named_as_such(
     out = tmp_path / "bundle"
     msg = user_error(["export", "--run", str(tiny_run), "--out", str(out), "--data", str(tmp_path / "nope")], capsys)
     assert "is not a folder" in msg and not out.exists()
+    argv = ["eval", "--bundle", str(tiny_bundle), "--data", str(tmp_path), "--set", "scoring.topk_fraction=0.5"]
+    assert "eval replays only runtime.alerts.* options" in user_error(argv, capsys)  # it changed nothing
 
 
 def test_a_certificate_with_a_malformed_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

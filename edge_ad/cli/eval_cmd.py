@@ -32,7 +32,22 @@ def register(app: typer.Typer) -> None:
         from edge_ad.config import load_config
         from edge_ad.evaluation.evaluate import evaluate
 
+        _only_alert_options(set_)
         alerts = load_config(config, list(set_)).runtime.alerts
         maps = [m.strip() for m in compare_maps.split(",") if m.strip()] if compare_maps else None
         evaluate(data, out, run, bundle, baselines, clips, maps, alerts)
         typer.echo(f"report written to {out}/report.md")
+
+
+def _only_alert_options(overrides: list[str]) -> None:
+    """Eval uses the alert rule of the config and nothing else of it: another option would be accepted and
+    silently change nothing (a run's or a bundle's scoring is fixed by its calibration)."""
+    from edge_ad.errors import UserError
+
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if not key.startswith("runtime.alerts."):
+            raise UserError(
+                f"--set {item}: eval replays only runtime.alerts.* options; to score a run otherwise, "
+                "`edge-ad calibrate --run RUN --set scoring...` (on a copy of the run), then eval it"
+            )
