@@ -178,6 +178,7 @@ def test_cli_warns_of_damaged_footage_frames_it_skipped(edited_run, tiny_scene: 
         ("test copy", "is a copy of Test002, a test clip"),
         ("validation", "is one of the run's validation clips"),
         ("test", "is a test clip"),
+        ("masks", "is a folder of ground-truth masks, not footage"),
         ("wrong", "has 64x64 frames but the run's camera gives 128x96"),
         ("broken", "cannot open"),
         ("empty", "no frame of"),
@@ -204,6 +205,7 @@ def test_bad_footage_is_one_line_and_leaves_the_calibration_alone(
         "trained": tiny_scene / "Train" / split["train"][0],
         "validation": tiny_scene / "Train" / split["val"][0],
         "test": tiny_scene / "Test",
+        "masks": tiny_scene / "Test" / "Test002_gt",
         "empty": empty,
         "missing": tmp_path / "nowhere.mp4",
     }.get(which) or (tmp_path / "recordings" if which in copies else footage[which])

@@ -61,6 +61,8 @@ def footage_clips(path: str | Path) -> list[FootageClip]:
         if p.suffix.lower() in IMAGE_EXTENSIONS:
             raise UserError(f"{p} is one image; give the folder of frames it belongs to")
         return [_video(p)]
+    if p.name.lower().endswith("_gt"):
+        raise UserError(f"{p} is a folder of ground-truth masks, not footage; give the clip's frames or a video")
     images = list_images(p)
     videos = [c for c in p.iterdir() if c.is_file() and is_visible(c) and c.suffix.lower() in VIDEO_EXTENSIONS]
     folders = [(d, found) for d in clip_dirs(p) if (found := list_images(d))]
