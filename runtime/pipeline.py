@@ -198,6 +198,9 @@ class Runtime:
         self._builders = {s.name: ChannelBuilder(bundle.temporal_offsets) for s in streams}
         self._trackers = {s.name: AlertTracker(s.name, self.threshold, cfg.alerts) for s in streams}
         self._last: dict[str, Scored] = {}
+        # The index of each ended stream's last queued frame (None: none was): once the output thread has
+        # published it, that stream's open alert ends there, not when the whole run does.
+        self._final: dict[str, int | None] = {}
         self._producers = len(streams)
         self._producers_lock = threading.Lock()
         self._stopped_at: float | None = None
@@ -342,6 +345,7 @@ class Runtime:
         size, gray = self.bundle.input_size, self.bundle.grayscale
         said_size = False
         said_rate: set[str] = set()
+        last_queued: int | None = None
         try:
             for frame in capture.frames():
                 self._say_rate(capture, said_rate)
@@ -357,7 +361,9 @@ class Runtime:
                 if not self.queues.put(Queued(frame, tensor, time.monotonic())):
                     self.board.dropped(name, "shutdown")
                     break
+                last_queued = frame.index
         finally:
+            self._final[name] = last_queued
             self.board.finished(name, stopped=self.stop_event.is_set())
             with self._producers_lock:
                 self._producers -= 1
@@ -421,6 +427,7 @@ class Runtime:
                 break
             if scored:
                 self._emit(scored)
+            self._end_finished_streams()
             if time.monotonic() >= next_beat:
                 self._heartbeats()
                 next_beat = time.monotonic() + self.cfg.heartbeat_s
@@ -472,17 +479,29 @@ class Runtime:
             )
         return jpeg
 
+    def _end_finished_streams(self) -> None:
+        """A stream that ended (a replay done, a source given up on) closes its alert at its last frame, so that
+        a file that finished beside a live camera does not leave its alert open until the run stops."""
+        for stream, final in list(self._final.items()):
+            last = self._last.get(stream)
+            if final is None or (last is not None and last.item.frame.index == final):
+                del self._final[stream]
+                self._end_alert(stream)
+
     def _end_alerts(self) -> None:
         """Close the alerts still open when the run ends, so every start in the journal has its end."""
+        for stream in self._trackers:
+            self._end_alert(stream)
+
+    def _end_alert(self, stream: str) -> None:
         assert self.publisher is not None
-        for stream, tracker in self._trackers.items():
-            last = self._last.get(stream)
-            if last is None:
-                continue
-            event = tracker.finish(last.item.frame.index, last.item.frame.ts_capture, last.score)
-            if event:
-                jpeg = self._journal_event(event, last)
-                self.publisher.send_alert(event, jpeg)
+        last = self._last.get(stream)
+        if last is None:
+            return
+        event = self._trackers[stream].finish(last.item.frame.index, last.item.frame.ts_capture, last.score)
+        if event:
+            jpeg = self._journal_event(event, last)
+            self.publisher.send_alert(event, jpeg)
 
     def _heartbeats(self) -> None:
         assert self.publisher is not None

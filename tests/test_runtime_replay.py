@@ -174,6 +174,43 @@ def test_frames_folder_replay(tiny_bundle: Path, tiny_scene: Path, tmp_path: Pat
     assert health["status"] == "ok" and health["streams"]["ped"]["state"] == "finished"
 
 
+def test_a_stream_that_ends_closes_its_alert_while_the_others_run(
+    tiny_bundle: Path, tiny_scene: Path, tmp_path: Path
+) -> None:
+    """Until 2026-12-07 an ended replay's alert stayed open until every stream had ended: beside a live camera,
+    until shutdown, and a crash before it left a start with no end in the journal."""
+    short, long = clip_from(tiny_scene, "Test001", tmp_path), clip_from(tiny_scene, "Test002", tmp_path)
+    cfg = RuntimeConfig(
+        endpoint=f"tcp://127.0.0.1:{free_port()}",
+        metrics_port=0,
+        journal_dir=str(tmp_path / "journal"),
+        max_batch=4,
+        alerts=AlertConfig(threshold=1e-12, min_frames=2, update_s=1e9),  # an alert from frame 1 on, in both
+    )
+    streams = [
+        StreamConfig(name="short", source=str(short), kind="frames", pace="max"),
+        StreamConfig(name="long", source=str(long), kind="frames", pace="realtime"),  # 48 frames at 10 a second
+    ]
+    runtime = Runtime(load_bundle(tiny_bundle), cfg, streams)
+    journal = tmp_path / "journal" / "alerts.jsonl"
+    try:
+        runtime.start()
+        deadline = time.monotonic() + 3.0
+        events: list[tuple[str, str]] = []
+        while ("short", "end") not in events and time.monotonic() < deadline:
+            time.sleep(0.05)
+            events = [(e["stream"], e["event"]) for e in read_journal(journal)] if journal.exists() else []
+        assert ("short", "end") in events, events
+        assert not runtime.done.is_set() and ("long", "end") not in events  # the other stream still plays
+        assert runtime.done.wait(30), "the replay did not finish"
+    finally:
+        runtime.close()
+    events = [(e["stream"], e["event"], e["frame_index"]) for e in read_journal(journal)]
+    assert sorted(events) == sorted(
+        [("short", "start", 1), ("short", "end", 47), ("long", "start", 1), ("long", "end", 47)]
+    )
+
+
 def test_cli_replays_a_video_and_a_folder_in_one_process(tiny_bundle: Path, tiny_scene: Path, tmp_path: Path) -> None:
     frames = sorted((tiny_scene / "Test" / "Test002").glob("*.tif"))
     video = tmp_path / "clip.avi"
