@@ -102,6 +102,7 @@ class OpenCVReader(Reader):
         self._cap: cv2.VideoCapture | None = None
         self._count = 0
         self._pos = 0
+        self._last_good = -1
 
     def open(self) -> None:
         params: list[int] = []
@@ -116,6 +117,7 @@ class OpenCVReader(Reader):
         self.fps = self._fps or clean_rate(cap.get(cv2.CAP_PROP_FPS)) or None
         self._count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
         self._pos = 0
+        self._last_good = -1
 
     def read(self) -> np.ndarray | None:
         assert self._cap is not None, "read before open"
@@ -124,9 +126,11 @@ class OpenCVReader(Reader):
             ok, image = self._cap.read()
             self._pos += 1
             if ok and image is not None:
+                failed += self._catch_up_by_time()
                 self.skipped = failed
                 if failed:
                     self.skip_reason = f"{self.label}: {failed} frame(s) before frame {self._pos - 1} undecodable"
+                self._last_good = self._pos - 1
                 return image
             if self.live:
                 raise SourceError(f"no frame from {self.label}")
@@ -134,8 +138,34 @@ class OpenCVReader(Reader):
             # proves they were corrupt frames rather than the end of the file.
             failed += 1
             if self._pos >= self._count or failed >= MAX_CORRUPT_RUN:
-                self.skipped = 0
+                self._end_of_file()
                 return None
+
+    def _catch_up_by_time(self) -> int:
+        """Frames the demuxer dropped without a word (a damaged stretch of a transport stream), read off the
+        frame's timestamp: the position moves past them, so later frames keep their number and the loss is
+        counted. Only with the container's own rate: a rate given for a wrong container would misplace them."""
+        if self.live or self._fps is not None or not self.fps:
+            return 0
+        ms = self._cap.get(cv2.CAP_PROP_POS_MSEC) if self._cap is not None else -1.0
+        at = round(ms * self.fps / 1000.0) if ms > 0 else -1
+        missed = at - (self._pos - 1)
+        if missed <= 0:
+            return 0
+        self._pos = at + 1
+        return missed
+
+    def _end_of_file(self) -> None:
+        """A file that ends before the frames its header declares was cut short (a copy interrupted, a
+        recorder killed): count what is missing. A declared count can be an estimate one frame off, so a
+        shortfall of one is let pass."""
+        missing = self._count - (self._last_good + 1)
+        self.skipped = missing if missing > 1 else 0
+        if self.skipped:
+            self.skip_reason = (
+                f"{self.label}: the file ends after frame {self._last_good} of the {self._count} it declares "
+                f"(cut short?); {missing} frame(s) missing"
+            )
 
     @property
     def position(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -218,3 +219,55 @@ def test_gstreamer_without_gstreamer_support_says_so() -> None:
         pytest.skip("this OpenCV has GStreamer")
     with pytest.raises(UserError, match="no GStreamer support"):
         make_reader(StreamConfig(name="s", source="videotestsrc ! appsink", kind="gstreamer"), True, 1.0)
+
+
+def _moving_frames(n: int, hw: tuple[int, int] = (96, 128)) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 255, hw, dtype=np.uint8)  # detail, so that each frame is a few packets
+    return [np.roll(texture, 3 * i, axis=1) for i in range(n)]
+
+
+def _dropped(board: StatusBoard, stream: str) -> float:
+    value = board.metrics.registry.get_sample_value(
+        "edge_ad_frames_dropped_total", {"stream": stream, "reason": "corrupt"}
+    )
+    return value or 0.0
+
+
+def test_a_video_cut_short_counts_the_frames_its_header_declares(tmp_path: Path) -> None:
+    """A copy interrupted halfway: the AVI header still says 40 frames; until 2026-12-07 the other 25 were
+    lost without a word."""
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (128, 96), False)
+    for f in _moving_frames(40):
+        writer.write(f)
+    writer.release()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    board = board_for("v")
+    frames = capture(StreamConfig(name="v", source=str(path), kind="video"), board, pace="max")
+    assert 5 < len(frames) < 30
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert len(frames) + _dropped(board, "v") == 40
+
+
+def test_frames_a_damaged_stream_loses_keep_their_place(tmp_path: Path) -> None:
+    """8 KB of a transport stream zeroed: the demuxer drops the frames there and says nothing; their
+    timestamps show the gap, so the frames after it keep their numbers and the loss is counted."""
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i, f in enumerate(_moving_frames(40)):
+        cv2.imwrite(str(src / f"{i:03d}.png"), f)
+    path = tmp_path / "clip.ts"
+    cmd = ["ffmpeg", "-loglevel", "error", "-framerate", "10", "-i", str(src / "%03d.png"), "-c:v", "mpeg2video",
+           "-q:v", "2", str(path)]  # fmt: skip
+    subprocess.run(cmd, check=True, timeout=60)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 8192] = bytes(8192)
+    path.write_bytes(bytes(data))
+    board = board_for("v")
+    frames = capture(StreamConfig(name="v", source=str(path), kind="video"), board, pace="max")
+    indices = [f.index for f in frames]
+    assert len(frames) < 40 and indices[-1] == 39 and indices == sorted(set(indices))
+    assert len(frames) + _dropped(board, "v") == 40
