@@ -96,7 +96,9 @@ def frame_threshold(scores: np.ndarray, per_hour: float, fps: float) -> dict[str
     allowed = per_hour / (fps * 3600.0) * n  # exceedances the budget allows on this much footage
     ordered = np.sort(scores)
     if allowed >= 1:
-        thr = float(ordered[n - int(allowed) - 1])
+        # Just above the (allowed + 1)-th highest score: the tracker fires at or above the threshold, so a
+        # threshold on that score itself would let one more frame through than the budget allows.
+        thr = float(np.nextafter(ordered[n - int(allowed) - 1], np.inf))
         resolved = True
     else:  # too little validation footage to see the budget: extrapolate above the worst normal frame
         spread = float(ordered[-1] - np.median(ordered))

@@ -142,3 +142,17 @@ def test_unwritable_journal_is_a_user_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(UserError, match="cannot write the alert journal"):
         AlertJournal(blocker / "alerts")
+
+
+def test_a_resolved_budget_lets_through_at_most_the_frames_it_allows() -> None:
+    from edge_ad.alerting import frame_threshold
+
+    rng = np.random.default_rng(3)
+    scores = rng.random(36_000 * 3)  # three hours at 10 frames/s
+    for per_hour in (1.0, 2.0, 5.0):
+        for s in (scores, np.round(scores, 3)):  # and with ties
+            calib = frame_threshold(s, per_hour, fps=10.0)
+            assert calib["budget_resolved"]
+            # The tracker's rule: a frame counts at or above the threshold.
+            assert int((s >= calib["threshold"]).sum()) <= 3 * per_hour
+        assert int((scores >= frame_threshold(scores, per_hour, 10.0)["threshold"]).sum()) == 3 * per_hour
