@@ -374,18 +374,26 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def config_from_dict(raw: dict[str, Any], source: str = "config", overrides: list[str] | None = None) -> Config:
-    """``overrides``: the ones already applied to ``raw``; an error they caused names them, not ``source``."""
+def config_from_dict(
+    raw: dict[str, Any],
+    source: str = "config",
+    overrides: list[str] | None = None,
+    flags: dict[str, str] | None = None,
+) -> Config:
+    """``overrides``: the ones already applied to ``raw``; an error they caused names them, not ``source``
+    (``flags``: how the user spelled an override the CLI made from a flag, e.g. ``--metrics-port 99999``)."""
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise UserError(f"{_blame(e, source, overrides or [])}: {_describe(e)}") from None
+        raise UserError(f"{_blame(e, source, overrides or [], flags or {})}: {_describe(e)}") from None
 
 
 CONFIG_NAMES = "ucsd_ped1, ucsd_ped2, synthetic, tiny"
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, flags: dict[str, str] | None = None
+) -> Config:
     """Read a YAML config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
     raw: dict[str, Any] = {}
     source = "defaults"
@@ -412,10 +420,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UserError(f"{p}: expected a mapping of sections (data, model, ...), got {type(loaded).__name__}")
         raw = loaded
     raw = apply_overrides(raw, overrides or [])
-    return config_from_dict(raw, source, overrides)
+    return config_from_dict(raw, source, overrides, flags)
 
 
-def _blame(err: ValidationError, source: str, overrides: list[str]) -> str:
+def _blame(err: ValidationError, source: str, overrides: list[str], flags: dict[str, str]) -> str:
     """Where the bad values came from: the overrides (a --set, or a flag the CLI turned into one) whose key
     is a bad key, a section above one or a key inside a bad section (a section's own check, such as two of
     its options that do not go together), else the config file (or the defaults)."""
@@ -425,4 +433,4 @@ def _blame(err: ValidationError, source: str, overrides: list[str]) -> str:
         return not b or b == key or b.startswith(key + ".") or key.startswith(b + ".")
 
     hits = [o for o in overrides if any(related(".".join(parse_override(o)[0]), b) for b in bad)]
-    return ", ".join(f"--set {o}" for o in hits) if hits else source
+    return ", ".join(flags.get(o, f"--set {o}") for o in hits) if hits else source

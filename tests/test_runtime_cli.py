@@ -295,6 +295,12 @@ def test_paths_of_the_wrong_kind_are_named_as_such(
     out = tmp_path / "bundle"
     msg = user_error(["export", "--run", str(tiny_run), "--out", str(out), "--data", str(tmp_path / "nope")], capsys)
     assert "is not a folder" in msg and not out.exists()
+    msg = user_error(
+        run_args(tiny_bundle, tmp_path, "--frames", str(tmp_path))[:-4] + ["--metrics-port", "99999"], capsys
+    )
+    assert msg.startswith("edge-ad: error: --metrics-port 99999: ")  # the flag, not the --set it became
+    msg = user_error(run_args(tiny_bundle, tmp_path, "--frames", str(tmp_path), "--name", "a b"), capsys)
+    assert "the sources on the command line" in msg and "{" not in msg
     argv = ["eval", "--bundle", str(tiny_bundle), "--data", str(tmp_path), "--set", "scoring.topk_fraction=0.5"]
     assert "eval replays only runtime.alerts.* options" in user_error(argv, capsys)  # it changed nothing
 

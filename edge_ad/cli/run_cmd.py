@@ -144,16 +144,18 @@ def register(app: typer.Typer) -> None:
         from edge_ad.runtime.pipeline import Runtime
 
         overrides = list(set_)
-        for key, value in (
-            ("backend", backend),
-            ("endpoint", endpoint),
-            ("metrics_port", metrics_port),
-            ("journal_dir", journal),
-            ("pace", pace),
+        flags: dict[str, str] = {}  # an override made from a flag is blamed on the flag
+        for key, flag, value in (
+            ("backend", "--backend", backend),
+            ("endpoint", "--endpoint", endpoint),
+            ("metrics_port", "--metrics-port", metrics_port),
+            ("journal_dir", "--journal", journal),
+            ("pace", "--pace", pace),
         ):
             if value is not None:
                 overrides.append(f"runtime.{key}={value}")
-        cfg = load_config(config, overrides).runtime
+                flags[overrides[-1]] = f"{flag} {value}"
+        cfg = load_config(config, overrides, flags).runtime
         if decoder not in ("opencv", "ffmpeg"):
             raise UserError(f"--decoder {decoder}: choose opencv or ffmpeg")
         if hwaccel and decoder != "ffmpeg":
@@ -161,7 +163,9 @@ def register(app: typer.Typer) -> None:
         order = sources_in_order(ctx.meta.get("raw_args", []))
         if order:
             streams = stream_configs(order, name, pace, loop, decoder, hwaccel)
-            cfg = load_config(config, [*overrides, f"runtime.streams={_yaml_list(streams)}"]).runtime
+            given = f"runtime.streams={_yaml_list(streams)}"
+            flags[given] = "the sources on the command line (--camera, --video, --frames, --url and --name)"
+            cfg = load_config(config, [*overrides, given], flags).runtime
         elif name:
             raise UserError("--name needs sources on the command line (--camera/--video/--frames/--url)")
         _setup_logging()
