@@ -13,6 +13,7 @@ import os
 import re
 import select
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -333,7 +334,24 @@ def _camera_target(source: str) -> int | str:
         present = sorted(str(p) for p in Path("/dev").glob("video*"))
         have = ", ".join(present) if present else "none"
         raise UserError(f"camera {source}: {device} does not exist (cameras on this machine: {have})")
+    if sys.platform.startswith("linux") and not _is_video_device(device):
+        raise UserError(
+            f"camera {source}: {device} is not a video device, so it would be retried for ever; give a camera "
+            "(/dev/videoN or its index), or a file with --video"
+        )
     return target
+
+
+# Linux gives every video4linux device this major number (cameras, capture cards, v4l2loopback).
+V4L_MAJOR = 81
+
+
+def _is_video_device(device: Path) -> bool:
+    try:
+        st = device.stat()
+    except OSError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == V4L_MAJOR
 
 
 def make_reader(stream: StreamConfig, grayscale: bool, stall_s: float) -> Reader:

@@ -184,6 +184,8 @@ def test_a_stalled_ffmpeg_pipe_is_reported_after_the_watchdog(tmp_path: Path) ->
     [
         ("camera", "7", "/dev/video7 does not exist"),
         ("camera", "/dev/video-nope", "/dev/video-nope does not exist"),
+        ("camera", "/dev/null", "/dev/null is not a video device"),  # a character device, not video4linux
+        ("camera", "notes.txt", "notes.txt is not a video device"),  # once retried for ever
         ("url", "ftp://example.org/x", "unsupported URL"),
         ("url", "no-scheme", "unsupported URL"),
         ("video", "missing.mp4", "video not found"),
@@ -193,8 +195,10 @@ def test_a_stalled_ffmpeg_pipe_is_reported_after_the_watchdog(tmp_path: Path) ->
 def test_bad_sources_are_user_errors(kind: str, source: str, message: str, tmp_path: Path) -> None:
     if kind == "camera" and source == "7" and Path("/dev/video7").exists():
         pytest.skip("this machine has a /dev/video7")
-    if kind in ("video", "frames"):
+    if kind in ("video", "frames") or source == "notes.txt":
         source = str(tmp_path / source)
+        if source.endswith("notes.txt"):
+            Path(source).write_text("not a camera")
     with pytest.raises(UserError, match=message):
         make_reader(StreamConfig(name="s", source=source, kind=kind), grayscale=True, stall_s=1.0)
 
