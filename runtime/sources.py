@@ -192,22 +192,29 @@ class FramesReader(Reader):
         self._next = 0
 
     def read(self) -> np.ndarray | None:
-        self.skipped = 0
-        while self._next < len(self.files):
+        bad: list[str] = []
+        image = None
+        while image is None and self._next < len(self.files):
             path = self.files[self._next]
             self._next += 1
             try:
                 with quiet_decoders():
-                    return read_image(path)  # as training and eval decode it
+                    image = read_image(path)  # as training and eval decode it
             except UserError:  # damaged, or gone since the listing: counted, the replay goes on
-                pass
-            self.skipped += 1
-            self.skip_reason = f"{path} could not be decoded"
-        return None
+                bad.append(path.name)
+        self.skipped = len(bad)
+        if bad:
+            self.skip_reason = _could_not_decode(self.folder, bad)
+        return image
 
     @property
     def position(self) -> int:
         return self._next - 1
+
+
+def _could_not_decode(folder: Path, names: list[str]) -> str:
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f"{folder}: {shown} could not be decoded"
 
 
 _PNM_HEADER = re.compile(rb"^(P[56])\s+(\d+)\s+(\d+)\s+(\d+)\s")

@@ -275,3 +275,18 @@ def test_frames_a_damaged_stream_loses_keep_their_place(tmp_path: Path) -> None:
     indices = [f.index for f in frames]
     assert len(frames) < 40 and indices[-1] == 39 and indices == sorted(set(indices))
     assert len(frames) + _dropped(board, "v") == 40
+
+
+def test_damaged_frames_in_a_row_are_all_named(tmp_path: Path) -> None:
+    clip = tmp_path / "Test001"
+    clip.mkdir()
+    for n in range(1, 5):
+        cv2.imwrite(str(clip / f"{n:03d}.png"), np.full((20, 30), n, np.uint8))
+    for n in (2, 3):
+        (clip / f"{n:03d}.png").write_bytes(b"\x89PNG torn")
+    reader = make_reader(StreamConfig(name="s", source=str(clip), kind="frames"), grayscale=True, stall_s=1.0)
+    reader.open()
+    assert int(reader.read()[0, 0]) == 1 and reader.skipped == 0
+    assert int(reader.read()[0, 0]) == 4 and reader.skipped == 2
+    assert reader.skip_reason.endswith("002.png, 003.png could not be decoded")  # once, only the last was named
+    assert reader.read() is None and reader.skipped == 0
