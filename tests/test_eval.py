@@ -247,3 +247,30 @@ def test_an_uncalibrated_run_is_evaluated_with_its_baselines(tiny_run: Path, tin
     results = evaluate(tiny_scene, tmp_path / "r", run=run, max_clips=1)
     assert "is not calibrated" in capsys.readouterr().out
     assert "edge-ad" not in results.alerts and "frame-diff-k1" in results.alerts
+
+
+def test_a_run_whose_prior_went_missing_says_so(edited_run) -> None:
+    from edge_ad.scoring.load import load_pipeline
+
+    run = edited_run(lambda cfg: None)
+    (run / "prior.safetensors").unlink()
+    with pytest.raises(UserError, match=r"has no prior.safetensors, and its calibration weights nll"):
+        load_pipeline(run)
+
+
+def test_an_out_that_is_a_file_is_refused_before_anything_is_scored(tiny_scene: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    out.write_text("not a folder")
+    with pytest.raises(UserError, match="is a file; choose another --out"):  # before the run is even opened
+        evaluate(tiny_scene, out, run=tmp_path / "no-such-run")
+
+
+def test_compared_maps_find_the_validation_clips_in_eval_data_when_the_run_data_moved(
+    edited_run, tiny_scene: Path
+) -> None:
+    from edge_ad.evaluation.model_methods import RunMaps
+
+    run = edited_run(lambda cfg: None)
+    split = json.loads((run / "split.json").read_text())
+    (run / "split.json").write_text(json.dumps({**split, "data_root": "/moved/away"}))
+    assert RunMaps(run, ["am"], tiny_scene).alone.names == ["am"]

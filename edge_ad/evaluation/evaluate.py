@@ -20,10 +20,14 @@ MIN_NORMAL_FRAMES = 50  # fewer cannot place a baseline's alert threshold
 
 
 def model_methods(
-    run: str | Path | None, bundle: str | Path | None, compare: list[str] | None = None
+    run: str | Path | None,
+    bundle: str | Path | None,
+    compare: list[str] | None = None,
+    data_root: str | Path | None = None,
 ) -> tuple[list[MapMethod], dict, dict]:
     """Our methods, what the baselines must match (the config: model size, frame-score rule, motion offset),
-    and our calibration (the footage the baselines' thresholds must be set on too)."""
+    and our calibration (the footage the baselines' thresholds must be set on too). ``data_root``: where
+    the compared maps find the validation clips when the run's own data root has moved."""
     if (run is None) == (bundle is None):
         raise UserError("pass exactly one of --run RUN_DIR or --bundle BUNDLE")
     if bundle is not None:
@@ -33,7 +37,7 @@ def model_methods(
         return [m], m.bundle.manifest["config"], m.bundle.calibration
     from edge_ad.evaluation.model_methods import RunMaps
 
-    maps = RunMaps(run, compare)
+    maps = RunMaps(run, compare, data_root)
     return list(maps.methods()), maps.cfg.to_dict(), maps.calibration
 
 
@@ -129,12 +133,15 @@ def evaluate(
 ) -> EvalResults:
     """``alerts``: the alert rule the alert table replays, as `edge-ad run` gets it (its --config and --set;
     the defaults otherwise); a site threshold in it replaces our calibrated one, as it does live."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():  # before the clips are scored, not after
+        raise UserError(f"report folder {out} is a file; choose another --out")
     ds = open_ucsd(data_root)
     if not ds.test:
         raise UserError(f"{data_root} has no test clips: expected Test/TestNNN folders")
     if compare and run is None:
         raise UserError("--compare-maps needs --run (a bundle holds only its final map)")
-    methods, cfg, calibration = model_methods(run, bundle, compare)
+    methods, cfg, calibration = model_methods(run, bundle, compare, data_root)
     alerts = alerts or AlertConfig()
     if alerts.threshold is not None:  # ours only: a map alone or a baseline has no site threshold
         for m in methods:

@@ -28,7 +28,9 @@ class RunMaps:
     """Runs a training run's pipeline over a clip once and keeps every map for the views below: the run's own
     final map, and each of its maps alone, or each compared map alone (``--compare-maps``)."""
 
-    def __init__(self, run_dir: str | Path, compare: list[str] | None = None) -> None:
+    def __init__(
+        self, run_dir: str | Path, compare: list[str] | None = None, data_root: str | Path | None = None
+    ) -> None:
         """``compare``: also score these maps alone, each calibrated on the run's validation clips; the final
         map stays the run's own, calibration and threshold included."""
         import torch
@@ -42,14 +44,14 @@ class RunMaps:
                   f"so no alert table (run `edge-ad calibrate --run {run_dir}`)")  # fmt: skip
         own = self.pipeline.scorer
         # the scorer of the maps shown alone, and their names: the compared maps, else the run's own (with several)
-        self.alone = self._compared(Path(run_dir), compare) if compare else own
+        self.alone = self._compared(Path(run_dir), compare, data_root) if compare else own
         self.views = list(self.alone.names) if compare or len(own.names) > 1 else []
         scorers = (own, self.alone)
         self.needs_prior = any(s.needs_prior for s in scorers)  # one prior pass serves both
         self._frames: np.ndarray | None = None  # held, not its id(): a freed array's id is reused
         self._out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def _compared(self, run_dir: Path, maps: list[str]) -> AnomalyScorer:
+    def _compared(self, run_dir: Path, maps: list[str], data_root: str | Path | None) -> AnomalyScorer:
         """A second scorer over the same networks, weighting ``maps``, calibrated like the run's own."""
         from pydantic import ValidationError
 
@@ -72,6 +74,8 @@ class RunMaps:
             verb = "needs" if len(need) == 1 else "need"
             raise UserError(f"--compare-maps: {', '.join(need)} {verb} the prior, which {run_dir} does not have")
         root = run.read_json("split").get("data_root") if run.split.is_file() else None
+        if not (isinstance(root, str) and Path(root).is_dir()):  # moved since training: eval's --data then
+            root = data_root
         if root is None:
             raise UserError(f"{run_dir} does not say which data it was trained on; cannot calibrate the maps")
         scorer = AnomalyScorer(p.vqvae, p.prior, cfg)

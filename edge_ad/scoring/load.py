@@ -9,7 +9,7 @@ from edge_ad.config import Config
 from edge_ad.errors import UserError
 from edge_ad.models.prior import PixelSNAIL
 from edge_ad.models.vqvae import VQVAE
-from edge_ad.scoring.scorer import AnomalyPipeline, AnomalyScorer
+from edge_ad.scoring.scorer import PRIOR_MAPS, AnomalyPipeline, AnomalyScorer, base_map
 from edge_ad.training import checkpoint
 from edge_ad.training.rundir import RunDir
 
@@ -55,6 +55,12 @@ def apply_calibration(scorer: AnomalyScorer, calib: dict, run: RunDir, cfg: Conf
     from safetensors.torch import load_file
 
     if calib["maps"] != scorer.names:
+        needing = [m for m in calib["maps"] if m not in scorer.names and base_map(m) in PRIOR_MAPS]
+        if scorer.prior is None and needing:
+            raise UserError(
+                f"{run.root} has no {run.prior.name}, and its calibration weights {', '.join(needing)}, which "
+                f"need it: put the prior back, or score without it by `edge-ad calibrate --run {run.root}` again"
+            )
         raise UserError(
             f"{run.root} was calibrated for the maps {calib['maps']}, its config now weights {scorer.names}; "
             f"run `edge-ad calibrate --run {run.root}` again"
