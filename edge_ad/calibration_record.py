@@ -11,27 +11,35 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
 from edge_ad.errors import UserError
 
 
-class CalibrationRecord(BaseModel):
-    """The fields something reads; the record holds more (statistics' summaries, footage read), kept as is."""
+class BundleCalibration(BaseModel):
+    """What the runtime and eval of a bundle read; the record holds more (statistics' summaries, footage
+    read), kept as is."""
 
     model_config = ConfigDict(extra="allow")
 
-    maps: list[str]
     threshold: FiniteFloat
     pixel_threshold: FiniteFloat
     map_scale: Annotated[FiniteFloat, Field(gt=0.0)]
-    restore_threshold: FiniteFloat
-    topk_areas: list[Annotated[float, Field(gt=0.0, le=1.0)]] | None = None
-    scoring: dict[str, Any] | None = None
     val_clips: list[str] = []
     normal_footage: list[dict[str, Any]] = []
 
 
-def checked_calibration(data: Any, where: str, remedy: str) -> dict[str, Any]:
+class CalibrationRecord(BundleCalibration):
+    """What a run's scoring reads too, to rebuild the scorer it calibrated."""
+
+    maps: list[str]
+    restore_threshold: FiniteFloat
+    topk_areas: list[Annotated[float, Field(gt=0.0, le=1.0)]] | None = None
+    scoring: dict[str, Any] | None = None
+
+
+def checked_calibration(
+    data: Any, where: str, remedy: str, shape: type[BundleCalibration] = CalibrationRecord
+) -> dict[str, Any]:
     """``data`` with its fields checked and their numbers as numbers, or one UserError naming the first bad
     field (``where`` names the file, ``remedy`` says how to make it again)."""
     try:
-        record = CalibrationRecord.model_validate(data)
+        record = shape.model_validate(data)
     except ValidationError as e:
         raise UserError(f"{where} is damaged ({first_error(e)}); {remedy}") from None
     return {**data, **record.model_dump(exclude_unset=True)}

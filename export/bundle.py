@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from edge_ad import __version__
-from edge_ad.calibration_record import checked_calibration, first_error
+from edge_ad.calibration_record import BundleCalibration, checked_calibration, first_error
 from edge_ad.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -156,7 +156,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
             raise UserError(f"{mpath}: corrupt manifest (no '{key}'); export the bundle again")
     _check_shape(manifest, mpath)  # what the runtime reads: a hand edit fails here, in one line, not mid-stream
     manifest["calibration"] = checked_calibration(
-        manifest["calibration"], f"{mpath} (its calibration)", "export the bundle again"
+        manifest["calibration"], f"{mpath} (its calibration)", "export the bundle again", BundleCalibration
     )
     bundle = Bundle(root, manifest)
     if verify:
