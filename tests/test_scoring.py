@@ -348,7 +348,8 @@ def test_calibration_refuses_what_would_give_a_nan_threshold(tiny_run: Path, tin
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda c: c.clear(), r"\(maps: Field required\)"),
+        (lambda c: c.clear(), r"\(threshold: Field required\)"),
+        (lambda c: c.pop("maps"), r"\(maps: Field required\)"),
         (lambda c: c.pop("threshold"), r"\(threshold: Field required\)"),
         (lambda c: c.update(threshold="high"), r"\(threshold: Input should be a valid number"),
         (lambda c: c.update(restore_threshold=None), r"\(restore_threshold: Input should be a valid number"),
