@@ -14,7 +14,7 @@ import torch
 
 from edge_ad.data.preprocess import channel_names
 from edge_ad.errors import UserError, make_dir
-from edge_ad.export.bundle import Bundle, load_bundle, write_manifest
+from edge_ad.export.bundle import MANIFEST, Bundle, load_bundle, write_manifest
 from edge_ad.export.onnx_graphs import export_graph, graph_specs
 from edge_ad.export.parity import check_parity
 from edge_ad.scoring.calibrate import validation_frames
@@ -64,18 +64,22 @@ def export_bundle(
     out = Path(out)
     _check_target(out, run, force)
     frames = _parity_frames(run, cfg, data_root)  # before the folder is touched: a bad --data leaves nothing behind
-    place = out.resolve()  # ``--out .`` has no name of its own to build beside
-    partial = place.parent / f".{place.name}.partial-{os.getpid()}"
-    if partial.exists():
-        shutil.rmtree(partial)
+    make_dir(out, "bundle folder")
+    for leftover in out.glob(f"{PARTIAL}*"):  # of an export that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+    # Built inside --out: the same disk and the same permissions, and --out may be a mount point or ``.``.
+    partial = out / f"{PARTIAL}{os.getpid()}"
     make_dir(partial, "bundle folder")
     try:
         _write_bundle(partial, cfg, pipeline, calib, frames, batch, precision)
-    except BaseException:  # a failed check or a Ctrl-C leaves the old bundle as it was
+        _move_in(partial, out)
+    finally:  # a failed check or a Ctrl-C while writing leaves the old bundle as it was
         shutil.rmtree(partial, ignore_errors=True)
-        raise
-    _swap_in(partial, place)
     return load_bundle(out)
+
+
+# The hidden folder a new bundle is written to, inside --out, until every check has passed.
+PARTIAL = ".partial-"
 
 
 def _check_target(out: Path, run: RunDir, force: bool) -> None:
@@ -85,25 +89,28 @@ def _check_target(out: Path, run: RunDir, force: bool) -> None:
     here, run_root = out.resolve(), run.root.resolve()
     if here == run_root or here in run_root.parents:
         raise UserError(f"--out {out} is the run {run.root} or holds it; give the bundle a folder of its own")
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists() or not any(not p.name.startswith(PARTIAL) for p in out.iterdir()):
         return
     if not force:
         raise UserError(f"{out} exists and is not empty; pass --force to replace it")
-    if not (out / "manifest.json").is_file():
+    if not (out / MANIFEST).is_file():
         raise UserError(
-            f"{out} is not a bundle (no manifest.json), so --force will not replace it; give another --out, "
+            f"{out} is not a bundle (no {MANIFEST}), so --force will not replace it; give another --out, "
             "or empty that folder yourself"
         )
 
 
-def _swap_in(partial: Path, out: Path) -> None:
-    """The new bundle takes the old one's place in two renames, so that no moment leaves half a bundle."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    partial.rename(out)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
+def _move_in(partial: Path, out: Path) -> None:
+    """The old manifest goes first and the new one comes last: a folder with a manifest holds a whole bundle,
+    whenever an interruption comes (in between, the folder is refused as no bundle, never half-read)."""
+    (out / MANIFEST).unlink(missing_ok=True)
+    for old in out.iterdir():
+        if old != partial:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    for new in partial.iterdir():
+        if new.name != MANIFEST:
+            new.rename(out / new.name)
+    (partial / MANIFEST).rename(out / MANIFEST)
 
 
 def _write_bundle(out: Path, cfg, pipeline, calib: dict, frames: np.ndarray, batch: int, precision: str) -> None:

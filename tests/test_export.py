@@ -181,7 +181,17 @@ def test_force_replaces_a_bundle_and_nothing_else(
     (out / "stale.engine").write_bytes(b"from an older export")
     export_bundle(tiny_run, out, data_root=tiny_scene, force=True)
     assert not (out / "stale.engine").exists() and load_bundle(out).manifest["graphs"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "photos"]  # no partial or old folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "photos"]
+    assert not list(out.glob(".partial-*"))  # nothing of the build left
+
+
+def test_export_into_the_current_folder(tiny_run: Path, tiny_scene: Path, tmp_path: Path, monkeypatch) -> None:
+    """``--out .`` (a mounted volume's folder, say): the bundle is built inside it, never renamed over it."""
+    here = tmp_path / "volume"
+    (here / ".partial-999").mkdir(parents=True)  # left by an export that was killed
+    monkeypatch.chdir(here)
+    export_bundle(tiny_run, Path("."), data_root=tiny_scene)
+    assert load_bundle(here).manifest["graphs"] and not list(here.glob(".partial-*"))
 
 
 def test_a_failed_export_leaves_the_old_bundle(edited_run, tiny_scene: Path, tiny_bundle: Path, tmp_path: Path) -> None:
@@ -194,3 +204,4 @@ def test_a_failed_export_leaves_the_old_bundle(edited_run, tiny_scene: Path, tin
     assert (out / MANIFEST).read_text() == before
     load_bundle(out)  # still whole: every checksum holds
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "run"]
+    assert not list(out.glob(".partial-*"))

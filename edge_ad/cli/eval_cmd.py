@@ -45,8 +45,10 @@ def _only_alert_options(overrides: list[str]) -> None:
     from edge_ad.errors import UserError
 
     for item in overrides:
+        if "=" not in item:
+            continue  # not an override at all: load_config says how one is written
         key = item.split("=", 1)[0].strip()
-        if not key.startswith("runtime.alerts."):
+        if key != "runtime.alerts" and not key.startswith("runtime.alerts."):
             raise UserError(
                 f"--set {item}: eval replays only runtime.alerts.* options; to score a run otherwise, "
                 "`edge-ad calibrate --run RUN --set scoring...` (on a copy of the run), then eval it"
