@@ -92,7 +92,6 @@ def _write_masks(folder: Path, masks: list[np.ndarray], ext: str) -> None:
     [
         (".bmp", np.uint8, 0, 255),  # UCSD's own
         (".jpg", np.uint8, 0, 255),  # re-saved as JPEG: ringing around the edges
-        (".png", np.uint8, 1, 255),  # a background painted 1
         (".png", np.uint8, 0, 1),  # label masks of 0 and 1
         (".tif", np.uint16, 0, 1),  # 16 bits of 0 and 1, which 8-bit scaling turns into zeros
         (".png", np.uint16, 0, 65535),
@@ -111,6 +110,17 @@ def test_masks_are_read_whatever_values_mark_the_anomaly(
     assert not masks[0].any()
     wrong = np.count_nonzero(masks != truth)
     assert wrong <= (0.01 * truth.sum() if ext == ".jpg" else 0)
+
+
+def test_instance_and_class_masks_keep_every_object(tmp_path: Path) -> None:
+    """Masks whose values are object or class labels (1, 2, ...): each labelled pixel is anomalous."""
+    _frames(tmp_path / "Test" / "Test001", 2, shape=(48, 64))
+    first, second = np.zeros((48, 64), np.uint8), np.zeros((48, 64), np.uint8)
+    first[5:25, 5:25] = 1
+    second[5:25, 5:25], second[30:40, 40:60] = 2, 200
+    _write_masks(tmp_path / "Test" / "Test001_gt", [first, second], ".png")
+    masks = open_ucsd(tmp_path).test[0].load_masks()
+    assert masks[0].sum() == 400 and masks[1].sum() == 600
 
 
 def test_mask_folders_pair_with_clips_whatever_the_case(tmp_path: Path, caplog) -> None:

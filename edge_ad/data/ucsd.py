@@ -199,15 +199,15 @@ class Clip:
     def load_masks(self) -> np.ndarray | None:
         """bool [T, H, W], or None when the clip has no mask folder.
 
-        A pixel is anomalous above half the clip's brightest mask value. UCSD's masks are 0 and 255, but a
-        mask saved as JPEG rings around its edges, some tools write 0 and 1 (8 or 16 bits) and some paint
-        the background 1: "above 0" would take the ringing or that background for the anomaly, and 8-bit
-        scaling would turn 16-bit ones into zeros. A clip whose masks are all 0 holds no anomaly."""
+        A pixel is anomalous where its mask is above 0, read at the mask's own bit depth (8-bit scaling
+        would turn a 16-bit mask of 0 and 1 into zeros), so binary, label and instance-ID masks all read
+        as drawn. JPEG masks ring around their edges: theirs are read above half the clip's brightest value."""
         if self.mask_paths is None:
             return None
         raw = [_mask_values(decode_image(p)) for p in self.mask_paths]
-        half = max(float(m.max()) for m in raw) / 2.0
-        masks = [m > half for m in raw]
+        lossy = any(p.suffix.lower() in LOSSY_EXTENSIONS for p in self.mask_paths)
+        level = max(float(m.max()) for m in raw) / 2.0 if lossy else 0.0
+        masks = [m > level for m in raw]
         shape = masks[0].shape
         for p, m in zip(self.mask_paths, masks, strict=True):
             if m.shape != shape:
@@ -216,6 +216,10 @@ class Clip:
                     f"{shape[0]}x{shape[1]}; all masks of clip {self.name} must have one size"
                 )
         return np.stack(masks)
+
+
+# Image formats whose compression changes pixel values: a mask saved so is no longer two-valued.
+LOSSY_EXTENSIONS = {".jpg", ".jpeg"}
 
 
 def _mask_values(img: np.ndarray) -> np.ndarray:
