@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ from edge_ad.errors import UserError
 
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt", "rtp")
 FRAMES_DEFAULT_FPS = 10.0  # UCSD Ped1/Ped2 were filmed at 10 frames/s
+# Containers that store their video's frame count, so that a file ending short of it was cut short.
+COUNTED_CONTAINERS = {".avi", ".mp4", ".m4v", ".mov"}
 MAX_CORRUPT_RUN = 25  # this many undecodable frames in a row end a file: the rest is not video
 # Connecting to a stream includes FFmpeg probing a second or two of it; only later frames get the watchdog.
 OPEN_TIMEOUT_S = 10.0
@@ -104,6 +107,9 @@ class OpenCVReader(Reader):
         self._count = 0
         self._pos = 0
         self._last_good = -1
+        self._last_ms: float | None = None
+        self._steps: deque[float] = deque(maxlen=8)
+        self._gap_before = False
 
     def open(self) -> None:
         params: list[int] = []
@@ -119,6 +125,9 @@ class OpenCVReader(Reader):
         self._count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
         self._pos = 0
         self._last_good = -1
+        self._last_ms = None
+        self._steps = deque(maxlen=8)
+        self._gap_before = False
 
     def read(self) -> np.ndarray | None:
         assert self._cap is not None, "read before open"
@@ -145,23 +154,40 @@ class OpenCVReader(Reader):
     def _catch_up_by_time(self) -> int:
         """Frames the demuxer dropped without a word (a damaged stretch of a transport stream), read off the
         frame's timestamp: the position moves past them, so later frames keep their number and the loss is
-        counted. Only with the container's own rate: a rate given for a wrong container would misplace them."""
-        if self.live or self._fps is not None or not self.fps:
+        counted. A gap is a step of at least 1.8 times the steady step of the frames before it (their last
+        8 steps within 20 % of each other), not followed by another such step: a variable-rate file, whose
+        steps wander, is not read as lossy, and one whose rate halves costs one miscounted frame."""
+        if self.live or self._cap is None:
             return 0
-        ms = self._cap.get(cv2.CAP_PROP_POS_MSEC) if self._cap is not None else -1.0
-        at = round(ms * self.fps / 1000.0) if ms > 0 else -1
-        missed = at - (self._pos - 1)
-        if missed <= 0:
+        ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
+        last, self._last_ms = self._last_ms, ms
+        if last is None or ms <= last:
             return 0
-        self._pos = at + 1
-        return missed
+        step, steps = ms - last, self._steps
+        if len(steps) == steps.maxlen and max(steps) <= 1.2 * min(steps):
+            typical = float(np.median(steps))
+            if step >= 1.8 * typical:
+                if self._gap_before:  # two long steps in a row: the rate dropped, these are its steps now
+                    steps.clear()
+                    steps.append(step)
+                    self._gap_before = False
+                    return 0
+                self._gap_before = True
+                missed = round(step / typical) - 1
+                self._pos += missed
+                return missed  # a gap's step is not the file's: the steady steps stay the reference
+        self._gap_before = False
+        steps.append(step)
+        return 0
 
     def _end_of_file(self) -> None:
         """A file that ends before the frames its header declares was cut short (a copy interrupted, a
-        recorder killed): count what is missing. A declared count can be an estimate one frame off, so a
-        shortfall of one is let pass."""
+        recorder killed): count what is missing. Only containers that store the count (AVI, MP4, MOV): for
+        the others OpenCV estimates it from a duration that may include a longer audio track. A stored
+        count can still be one off, so a shortfall of one is let pass."""
         missing = self._count - (self._last_good + 1)
-        self.skipped = missing if missing > 1 else 0
+        stored = Path(str(self.target)).suffix.lower() in COUNTED_CONTAINERS
+        self.skipped = missing if stored and missing > 1 else 0
         if self.skipped:
             self.skip_reason = (
                 f"{self.label}: the file ends after frame {self._last_good} of the {self._count} it declares "

@@ -290,3 +290,22 @@ def test_damaged_frames_in_a_row_are_all_named(tmp_path: Path) -> None:
     assert int(reader.read()[0, 0]) == 4 and reader.skipped == 2
     assert reader.skip_reason.endswith("002.png, 003.png could not be decoded")  # once, only the last was named
     assert reader.read() is None and reader.skipped == 0
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *args], check=True, timeout=60)
+
+
+def test_healthy_files_of_other_shapes_lose_nothing(tmp_path: Path) -> None:
+    """A variable-rate recording (30 frames/s, then 15) and an MKV whose audio outlasts its video are whole:
+    at most the one frame at the rate's drop is miscounted, and no tail is reported missing."""
+    vfr, longer = tmp_path / "vfr.mp4", tmp_path / "audio.mkv"
+    pts = "setpts='if(lt(N,60),N/30,2+(N-60)/15)/TB'"
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=128x96:rate=30:duration=5", "-vf", pts, "-fps_mode", "vfr",
+            "-frames:v", "120", "-pix_fmt", "yuv420p", str(vfr))  # fmt: skip
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=128x96:rate=10:duration=4", "-f", "lavfi", "-i",
+            "sine=duration=6", "-pix_fmt", "yuv420p", str(longer))  # fmt: skip
+    for path, frames, tolerated in ((vfr, 120, 1), (longer, 40, 0)):
+        board = board_for("v")
+        got = capture(StreamConfig(name="v", source=str(path), kind="video"), board, pace="max")
+        assert len(got) == frames and _dropped(board, "v") <= tolerated, path.name
