@@ -256,7 +256,7 @@ class Evaluator:
             m.name: MethodRecord(
                 name=m.name,
                 pixel=PixelAUROC(max_pixels, seed=seed),
-                pro=AUPRO(fpr_limit, num_thresholds, max_pixels=max_pixels, seed=seed),
+                pro=AUPRO(fpr_limit, num_thresholds, seed=seed),
                 ped1=Ped1Accumulator(),
             )
             for m in self.methods
