@@ -91,8 +91,9 @@ class PriorConfig(Section):
 
 
 class TrainingConfig(Section):
-    seed: int = 0
-    device: str = "auto"
+    seed: int = Field(0, ge=0, lt=2**63)  # torch takes a seed of 64 bits
+    # auto: the first GPU when there is one; else cpu, cuda or cuda:N
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(2e-3, gt=0.0)

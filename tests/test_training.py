@@ -147,3 +147,64 @@ def test_train_cli_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("edge-ad: error:")
+
+
+def test_a_resumed_stage_that_had_stopped_early_trains_no_more(tiny_run: Path, tmp_path: Path) -> None:
+    """Resuming once trained an early-stopped VQ-VAE again and paired it with the prior of its old codes."""
+    from edge_ad.training import checkpoint
+    from edge_ad.training.rundir import RunDir
+    from edge_ad.training.stages import StageContext, _resume
+
+    cfg = load_config(TINY, ["training.patience=2"])
+    model = VQVAE.from_config(cfg)
+    opt = torch.optim.Adam(model.parameters())
+    path = tmp_path / "last.safetensors"
+    ctx = StageContext(cfg, RunDir(tmp_path), torch.device("cpu"), resume=True)
+    for stale, start in ((2, cfg.training.epochs), (1, 4)):
+        meta = {"epoch": 3, "best": 0.1, "stale": stale, "fingerprint": checkpoint.fingerprint(cfg)}
+        checkpoint.save(path, model, meta, opt)
+        assert _resume(ctx, path, model, opt, cfg.training.epochs)[0] == start
+
+
+def test_resume_keeps_the_recorded_split(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = (run / "split.json").read_text()
+    train(load_config(TINY, ["training.seed=5", "data.val_fraction=0.5"]), tiny_scene, run, resume=True)
+    assert (run / "split.json").read_text() == before  # another seed once drew clips it trained on as validation
+
+
+def test_a_refused_prior_stage_leaves_the_run_as_it_was(tiny_run: Path, tiny_scene: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = (run / "config.yaml").read_text()
+    with pytest.raises(UserError, match="VQ-VAE made with another model/data config"):
+        train(load_config(TINY, ["model.n_codes=32"]), tiny_scene, run, stage="prior")
+    assert (run / "config.yaml").read_text() == before
+
+
+def test_a_new_vqvae_takes_what_depended_on_the_old_one_away(
+    tiny_run: Path, tiny_scene: Path, tmp_path: Path, capsys
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cfg = load_config(TINY, ["training.epochs=1", "training.max_train_frames=32"])
+    train(cfg, tiny_scene, run, stage="vqvae")
+    assert (run / "vqvae.safetensors").is_file()
+    assert not any((run / f).exists() for f in ("prior.safetensors", "calibration.json", "normalisation.safetensors"))
+    assert "the VQ-VAE changed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override", ["training.device=gpu", "training.device=mps", "training.seed=-1"])
+def test_a_device_or_seed_torch_would_choke_on_is_a_config_error(override: str) -> None:
+    with pytest.raises(UserError, match=f"--set {override}"):
+        load_config(TINY, [override])
+
+
+def test_cuda_on_a_machine_without_it_leaves_no_run_folder(tiny_scene: Path, tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        train(load_config(TINY, ["training.device=cuda"]), tiny_scene, out)
+    assert not out.exists()

@@ -11,6 +11,8 @@ import torch
 import torch.distributed as dist
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from edge_ad.errors import UserError
+
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
@@ -18,6 +20,8 @@ def pick_device(name: str) -> torch.device:
             local = int(os.environ.get("LOCAL_RANK", 0))
             return torch.device(f"cuda:{local}")
         return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"training.device={name}, but this machine has no CUDA GPU torch can use; use auto or cpu")
     return torch.device(name)
 
 

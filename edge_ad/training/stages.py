@@ -82,12 +82,17 @@ def _checkpoint(
     return best, stale
 
 
-def _resume(ctx: StageContext, path, model, opt) -> tuple[int, float, int]:
-    """(first epoch, best validation loss, epochs without improvement) from the last checkpoint."""
+def _resume(ctx: StageContext, path, model, opt, epochs: int) -> tuple[int, float, int]:
+    """(first epoch, best validation loss, epochs without improvement) from the last checkpoint. A stage
+    that had stopped early is finished: it resumes at its last epoch, so it trains no more."""
     if not (ctx.resume and path.is_file()):
         return 0, float("inf"), 0
     meta = checkpoint.load(path, model, ctx.cfg, opt)
-    return int(meta["epoch"]) + 1, float(meta.get("best", float("inf"))), int(meta.get("stale", 0))
+    stale = int(meta.get("stale", 0))
+    start = int(meta["epoch"]) + 1
+    if stale >= ctx.cfg.training.patience:
+        start = max(start, epochs)
+    return start, float(meta.get("best", float("inf"))), stale
 
 
 @torch.no_grad()
@@ -105,11 +110,13 @@ def vqvae_validation(model: VQVAE, x: np.ndarray, device: torch.device, batch: i
     return {"val_mse": total / max(n, 1), "val_perplexity": ppl, "val_usage": usage}
 
 
-def train_vqvae(ctx: StageContext, train_x: np.ndarray, val_x: np.ndarray) -> VQVAE:
+def train_vqvae(ctx: StageContext, train_x: np.ndarray, val_x: np.ndarray) -> tuple[VQVAE, int]:
+    """The best VQ-VAE, and how many epochs this call trained (0: a resumed stage that had finished)."""
     cfg, t = ctx.cfg, ctx.cfg.training
     model = VQVAE.from_config(cfg).to(ctx.device)
     opt = torch.optim.Adam(model.parameters(), lr=t.lr)
-    start, best, stale = _resume(ctx, ctx.run.vqvae_last, model, opt)
+    start, best, stale = _resume(ctx, ctx.run.vqvae_last, model, opt, t.epochs)
+    ran = 0
     net = DistributedDataParallel(model) if ctx.world > 1 else model
     gen = torch.Generator().manual_seed(t.seed)
     cgen = torch.Generator().manual_seed(t.seed + 1)
@@ -157,13 +164,14 @@ def train_vqvae(ctx: StageContext, train_x: np.ndarray, val_x: np.ndarray) -> VQ
         best, stale = _checkpoint(
             ctx, model, opt, epoch, val["val_mse"], best, stale, ctx.run.vqvae, ctx.run.vqvae_last
         )
+        ran += 1
         _log(ctx, record)
         if stale >= t.patience:
             _log(ctx, {"stage": "vqvae", "event": "early_stop", "epoch": epoch + 1})
             break
     barrier()
     checkpoint.load(ctx.run.vqvae, model, cfg)
-    return model.eval()
+    return model.eval(), ran
 
 
 @torch.no_grad()
@@ -192,7 +200,7 @@ def train_prior(ctx: StageContext, train_codes: np.ndarray, val_codes: np.ndarra
     cfg, t = ctx.cfg, ctx.cfg.training
     prior = PixelSNAIL.from_config(cfg).to(ctx.device)
     opt = torch.optim.AdamW(prior.parameters(), lr=t.prior_lr, weight_decay=1e-4)
-    start, best, stale = _resume(ctx, ctx.run.prior_last, prior, opt)
+    start, best, stale = _resume(ctx, ctx.run.prior_last, prior, opt, t.prior_epochs)
     net = DistributedDataParallel(prior) if ctx.world > 1 else prior
     gen = torch.Generator().manual_seed(t.seed + 2)
     for _ in range(start):

@@ -39,6 +39,29 @@ def _check_resume(run: RunDir, cfg: Config, ds: UCSDDataset) -> None:
         )
 
 
+def _check_same_model(run: RunDir, cfg: Config) -> None:
+    """``--stage prior`` trains on the codes of the run's VQ-VAE: the config must be the one it was made with,
+    checked before config.yaml is written, so that a refusal leaves the run as it was."""
+    if run.config.is_file() and checkpoint.fingerprint(run.load_config()) != checkpoint.fingerprint(cfg):
+        raise UserError(
+            f"{run.root} holds a VQ-VAE made with another model/data config; train the prior with its "
+            f"config.yaml (--config {run.config}) or train both stages into a new directory"
+        )
+
+
+def _drop_stale(run: RunDir) -> None:
+    """After the VQ-VAE changed, a prior trained on its old codes and a calibration of its old maps would be
+    used as if they matched it: remove them, and say what makes them again."""
+    stale = [p for p in (run.prior, run.prior_last, run.calibration, run.normalisation) if p.is_file()]
+    for p in stale:
+        p.unlink()
+    if stale:
+        print(
+            f"note: the VQ-VAE changed, so {', '.join(p.name for p in stale)} (made with the old one) were "
+            f"removed; train --stage prior and `edge-ad calibrate --run {run.root}` make them again"
+        )
+
+
 def training_data(data_root: str | Path) -> UCSDDataset:
     ds = open_ucsd(data_root)
     if not ds.train:
@@ -47,12 +70,23 @@ def training_data(data_root: str | Path) -> UCSDDataset:
 
 
 def load_training_frames(
-    cfg: Config, data_root: str | Path, run: RunDir | None = None
+    cfg: Config, data_root: str | Path, run: RunDir | None = None, keep_split: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) tensors [N, C, H, W] float16 from the Train/ clips, split by clip."""
+    """(train, validation) tensors [N, C, H, W] float16 from the Train/ clips, split by clip. ``keep_split``:
+    the run's recorded split, not one drawn again (a resumed run with another seed must not calibrate on
+    clips it trained on)."""
     ds = training_data(data_root)
     check_frame_sizes(ds.train)
-    train_clips, val_clips = split_clips(ds.train, cfg.data.val_fraction, cfg.training.seed)
+    if keep_split and run is not None and run.split.is_file():
+        split = run.read_json("split")
+        by_name = {c.name: c for c in ds.train}
+        missing = sorted(n for n in [*split.get("train", []), *split.get("val", [])] if n not in by_name)
+        if missing:
+            raise UserError(f"{run.root} trained on clips {data_root} does not hold ({missing[0]}); give its --data")
+        train_clips = [by_name[n] for n in split.get("train", [])]
+        val_clips = [by_name[n] for n in split.get("val", [])]
+    else:
+        train_clips, val_clips = split_clips(ds.train, cfg.data.val_fraction, cfg.training.seed)
     if run is not None and is_main():
         split = {"train": [c.name for c in train_clips], "val": [c.name for c in val_clips]}
         run.write_json("split", {**split, "data_root": str(Path(data_root).resolve())})
@@ -72,20 +106,25 @@ def train(cfg: Config, data_root: str | Path, out: str | Path, stage: Stage = "a
         raise UserError(
             f"{run.root} already holds a trained run; pass --resume to continue it, or choose another --out"
         )
+    elif stage == "prior":
+        _check_same_model(run, cfg)
+    device = pick_device(cfg.training.device)  # before prepare(): a device that is not there leaves nothing
     run.prepare()
-    device = pick_device(cfg.training.device)
     if cfg.training.num_threads:
         torch.set_num_threads(cfg.training.num_threads)
     seed_everything(cfg.training.seed)
     rank, world = init_distributed(device)
     if is_main():
         run.config.write_text(cfg.to_yaml())
-    train_x, val_x = load_training_frames(cfg, data_root, run)
+    train_x, val_x = load_training_frames(cfg, data_root, run, keep_split=resume or stage == "prior")
     if is_main():
         print(f"training frames: {len(train_x)}  validation frames: {len(val_x)}  input {tuple(train_x.shape[1:])}")
     ctx = StageContext(cfg, run, device, rank, world, resume)
     if stage in ("vqvae", "all"):
-        model = train_vqvae(ctx, train_x, val_x)
+        model, epochs_run = train_vqvae(ctx, train_x, val_x)
+        if epochs_run and is_main():
+            _drop_stale(run)
+        ctx.resume = ctx.resume and not epochs_run  # a prior on the old codes is no start for the new ones
     else:
         run.require("vqvae")
         model = VQVAE.from_config(cfg).to(device)
