@@ -179,6 +179,7 @@ def test_cli_warns_of_damaged_footage_frames_it_skipped(edited_run, tiny_scene: 
         ("validation", "is one of the run's validation clips"),
         ("test", "is a test clip"),
         ("masks", "is a folder of ground-truth masks, not footage"),
+        ("device", "/dev/null is neither a file nor a folder"),
         ("wrong", "has 64x64 frames but the run's camera gives 128x96"),
         ("broken", "cannot open"),
         ("empty", "no frame of"),
@@ -206,6 +207,7 @@ def test_bad_footage_is_one_line_and_leaves_the_calibration_alone(
         "validation": tiny_scene / "Train" / split["val"][0],
         "test": tiny_scene / "Test",
         "masks": tiny_scene / "Test" / "Test002_gt",
+        "device": Path("/dev/null"),
         "empty": empty,
         "missing": tmp_path / "nowhere.mp4",
     }.get(which) or (tmp_path / "recordings" if which in copies else footage[which])

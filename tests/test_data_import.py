@@ -136,6 +136,7 @@ def test_the_cli_prints_what_it_wrote(tmp_path: Path, cli: Callable[[list[str]],
     ("case", "message"),
     [
         ("missing", r"recording .*nope.avi does not exist"),
+        ("device", r"/dev/null is neither a file nor a folder"),
         ("frames", r"is a folder of frames, already in the layout's form"),
         ("slow", r"runs at 5 frames/s, below --fps 10: import at --fps 5"),
         ("out_is_file", r"--out .* is a file"),
@@ -158,6 +159,8 @@ def test_bad_input_is_one_line(
     extra: list[str] = []
     if case == "missing":
         source = str(tmp_path / "nope.avi")
+    elif case == "device":
+        source = "/dev/null"
     elif case == "frames":
         (tmp_path / "frames").mkdir()
         cv2.imwrite(str(tmp_path / "frames" / "001.png"), np.zeros((8, 8), np.uint8))

@@ -68,7 +68,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Cut recordings into clip folders of a UCSD-layout dataset, resampled to the model's frame rate."""
         from edge_ad.data.importer import import_recordings
+        from edge_ad.data.video import quiet_ffmpeg
 
+        quiet_ffmpeg()  # a damaged recording is our one line, not FFmpeg's too
         summary = import_recordings(
             sources,
             out,

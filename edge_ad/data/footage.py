@@ -61,6 +61,8 @@ def footage_clips(path: str | Path) -> list[FootageClip]:
         if p.suffix.lower() in IMAGE_EXTENSIONS:
             raise UserError(f"{p} is one image; give the folder of frames it belongs to")
         return [_video(p)]
+    if not p.is_dir():
+        raise UserError(f"{p} is neither a file nor a folder (a device or a pipe?); give a recording or its frames")
     if p.name.lower().endswith("_gt"):
         raise UserError(f"{p} is a folder of ground-truth masks, not footage; give the clip's frames or a video")
     images = list_images(p)
