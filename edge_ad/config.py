@@ -392,6 +392,26 @@ def config_from_dict(
 CONFIG_NAMES = "ucsd_ped1, ucsd_ped2, synthetic, tiny"
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML keeps the last of two equal keys without a word: a second ``training:`` section would silently
+    drop the first one's options."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool):
+                continue  # an odd key: the config's own check names it
+            if key in seen:
+                raise _DuplicateKey(f"'{key}' appears twice in one mapping (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None, flags: dict[str, str] | None = None
 ) -> Config:
@@ -406,11 +426,13 @@ def load_config(
         if not p.is_file():
             raise UserError(f"config file not found: {p} (the configs/ folder has {CONFIG_NAMES})")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
         except UnicodeDecodeError:
             raise UserError(
                 f"{p} is not a text file; give a YAML config (the configs/ folder has {CONFIG_NAMES})"
             ) from None
+        except _DuplicateKey as e:
+            raise UserError(f"{p}: {e}; merge the two into one") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""

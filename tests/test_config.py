@@ -65,6 +65,17 @@ def test_bad_yaml_file_gives_line(tmp_path: Path) -> None:
         load_config(p)
 
 
+def test_a_section_given_twice_is_refused(tmp_path: Path) -> None:
+    """YAML itself keeps the second and drops the first: epochs 3 became the default 10 without a word."""
+    p = tmp_path / "c.yaml"
+    p.write_text("training:\n  epochs: 3\nmodel:\n  width: 32\ntraining:\n  lr: 0.01\n")
+    with pytest.raises(UserError, match=r"'training' appears twice in one mapping \(line 5\)"):
+        load_config(p)
+    p.write_text("training:\n  epochs: 3\n  epochs: 4\n")
+    with pytest.raises(UserError, match="'epochs' appears twice"):
+        load_config(p)
+
+
 def test_config_show_cli(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main(["config", "show", str(CONFIGS[0]), "--set", "training.epochs=7"])
