@@ -131,3 +131,22 @@ def test_check_frames_lists_the_damaged_ones(
     assert code == 0
     assert "frames checked: 2 damaged" in out
     assert f"warning: Test002: cannot decode {frames[7].name}" in out
+
+
+def test_check_frames_lists_frames_of_another_size(
+    scene: Path, tmp_path: Path, cli: Callable[[list[str]], tuple[int, str, str]]
+) -> None:
+    """Training refuses a clip with such a frame; the check that runs before it said "0 damaged"."""
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    data = tmp_path / "scene"
+    shutil.copytree(scene, data)
+    frames = sorted((data / "Train" / "Train001").iterdir())
+    cv2.imwrite(str(frames[3]), np.zeros((40, 50), np.uint8))
+    code, out, _ = cli(["data", "info", str(data), "--json", "--check-frames"])
+    assert code == 0 and json.loads(out)["odd_size_frames"] == {"Train001": [f"{frames[3].name} (40x50)"]}
+    code, out, _ = cli(["data", "info", str(data), "--check-frames"])
+    assert f"Train001: {frames[3].name} (40x50) differ in size or colour" in out

@@ -48,26 +48,38 @@ def _clip_problems(clip: Clip, masks) -> list[str]:
     return problems
 
 
-def damaged_frames(clips: list[Clip]) -> dict[str, list[str]]:
-    """Each clip's frame files that do not decode, by name: training and evaluation stand the frame before
-    in for them (``Clip.load_frames``), and a user would rather know before a long training run."""
-    out = {}
+def frame_problems(clips: list[Clip]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Each clip's frame files that do not decode, and those whose size or colour differs from the clip's
+    first frame that does, by name: training and evaluation stand the frame before in for the first kind
+    (``Clip.load_frames``) and refuse a clip with the second; a user would rather know before a long run."""
+    damaged, odd = {}, {}
     with quiet_decoders():
         for clip in clips:
-            bad = []
+            bad, other, first = [], [], None
             for path in clip.frame_paths:
                 try:
-                    read_image(path)
+                    shape = read_image(path).shape
                 except DamagedImage:
                     bad.append(path.name)
+                    continue
+                first = first or shape
+                if shape != first:
+                    other.append(f"{path.name} ({'x'.join(map(str, shape))})")
             if bad:
-                out[clip.name] = bad
-    return out
+                damaged[clip.name] = bad
+            if other:
+                odd[clip.name] = other
+    return damaged, odd
+
+
+def _frame_report(clips: list[Clip], check: bool) -> dict[str, Any]:
+    damaged, odd = frame_problems(clips) if check else (None, None)
+    return {"damaged_frames": damaged, "odd_size_frames": odd}
 
 
 def dataset_info(root: str | Path, check_frames: bool = False) -> dict[str, Any]:
     """A JSON-ready summary; counts come straight from the .m file and the masks as the reader sees them.
-    ``check_frames`` decodes every frame to list the damaged ones (``damaged_frames``; None unchecked)."""
+    ``check_frames`` decodes every frame to list the damaged and odd-sized ones (``frame_problems``; None unchecked)."""
     ds = open_ucsd(root)
     tests = [_test_clip_info(c) for c in ds.test]
     labelled = [t for t in tests if t["labelled"]]
@@ -98,7 +110,7 @@ def dataset_info(root: str | Path, check_frames: bool = False) -> dict[str, Any]
             else None,
             "per_clip": tests,
         },
-        "damaged_frames": damaged_frames(ds.clips) if check_frames else None,
+        **_frame_report(ds.clips, check_frames),
     }
 
 
@@ -129,6 +141,11 @@ def render_info(info: dict[str, Any]) -> None:
         )
         for clip, names in damaged.items():
             console.print(f"  warning: {clip}: cannot decode {', '.join(names)}; replace the files to use those frames")
+        for clip, names in (info["odd_size_frames"] or {}).items():
+            console.print(
+                f"  warning: {clip}: {', '.join(names)} differ in size or colour from its other frames; "
+                "training and eval refuse the clip until they match"
+            )
     if not test["per_clip"]:
         return
     table = Table(show_edge=False)
