@@ -192,3 +192,17 @@ def test_a_damaged_first_frame_in_the_dataset_does_not_stop_an_import(tmp_path: 
     other = _write_video(tmp_path / "other.avi", n=10, fps=10.0, size=(32, 64))
     with pytest.raises(UserError, match="one camera"):
         import_recordings([other], tmp_path / "data", fps=10.0, clip_seconds=1.0)
+
+
+def test_a_clip_an_interrupted_import_left_half_written_is_not_a_clip(tmp_path: Path) -> None:
+    """Frames are written into a hidden folder renamed to the clip at its end; once they went into the clip
+    folder itself, and a Ctrl-C left a short clip that the next import numbered past and kept."""
+    video = _write_video(tmp_path / "a.avi", n=10, fps=10.0)
+    import_recordings([video], tmp_path / "data", clip_seconds=1.0)
+    killed = tmp_path / "data" / "Train" / ".Train002.partial"
+    killed.mkdir()
+    cv2.imwrite(str(killed / "001.png"), np.zeros((48, 64), np.uint8))
+    assert [c.name for c in open_ucsd(tmp_path / "data").train] == ["Train001"]
+    again = import_recordings([video], tmp_path / "data", clip_seconds=1.0)
+    assert again.clips == ["Train002"] and not killed.exists()
+    assert [len(c) for c in open_ucsd(tmp_path / "data").train] == [10, 10]

@@ -16,6 +16,7 @@ Two things are decided here because the model depends on them:
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,22 @@ def _write_frame(path: Path, image: np.ndarray, size: tuple[int, int] | None) ->
         raise UserError(f"cannot write {path}: {e.strerror or e}; free space or choose another --out") from None
 
 
+def _write_clip(clip: Path, run: list[FramePacket], size: tuple[int, int] | None) -> None:
+    """Frames go into a hidden folder (which every reader skips) renamed to the clip when the last is
+    written: an interrupted import leaves no half clip that a later one would number past and keep."""
+    partial = clip.with_name(f".{clip.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    make_dir(partial, "clip folder")
+    try:
+        for i, p in enumerate(run, start=1):
+            _write_frame(partial / f"{i:03d}.png", p.image, size)
+        partial.rename(clip)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+
+
 def import_recordings(
     sources: Sequence[str | Path],
     out: str | Path,
@@ -200,9 +217,7 @@ def import_recordings(
                     continue
                 clip = split_dir / f"{name}{number:03d}"
                 number += 1
-                make_dir(clip, "clip folder")
-                for i, p in enumerate(run, start=1):
-                    _write_frame(clip / f"{i:03d}.png", p.image, size)
+                _write_clip(clip, run, size)
                 summary.clips.append(clip.name)
                 summary.frames += len(run)
             summary.skipped += stream.skipped
