@@ -206,3 +206,13 @@ def test_a_clip_an_interrupted_import_left_half_written_is_not_a_clip(tmp_path: 
     again = import_recordings([video], tmp_path / "data", clip_seconds=1.0)
     assert again.clips == ["Train002"] and not killed.exists()
     assert [len(c) for c in open_ucsd(tmp_path / "data").train] == [10, 10]
+
+
+def test_test_clips_imported_into_a_labelled_dataset_ask_for_their_label_lines(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    video = _write_video(tmp_path / "a.avi", n=10, fps=10.0)
+    assert import_recordings([video], data, split="test").label_file is None  # no label file: nothing to add
+    (data / "UCSDped1.m").write_text("TestVideoFile = {};\nTestVideoFile{end+1}.gt_frame = [2:4];\n")
+    summary = import_recordings([video], data, split="test")
+    assert summary.label_file == data / "UCSDped1.m"
+    assert "add a line for each new clip" in summary.describe()

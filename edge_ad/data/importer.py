@@ -27,7 +27,7 @@ import numpy as np
 
 from edge_ad.data.footage import FootageClip, footage_clips
 from edge_ad.data.rate import SAME_RATE, resample
-from edge_ad.data.ucsd import clip_dirs, find_child, first_decodable, list_images
+from edge_ad.data.ucsd import clip_dirs, find_child, find_gt_file, first_decodable, list_images
 from edge_ad.data.video import FramePacket, iter_video
 from edge_ad.errors import UserError, make_dir
 
@@ -44,6 +44,7 @@ class ImportSummary:
     skipped: int = 0  # damaged frames stepped over
     dropped_tail: int = 0  # frames in tails too short to be a clip
     sources: list[tuple[str, float]] = field(default_factory=list)  # (file, its frame rate)
+    label_file: Path | None = None  # test clips went into a dataset whose .m file must now list them
 
     def describe(self) -> str:
         fps = self.fps
@@ -58,6 +59,12 @@ class ImportSummary:
             lines.append(f"warning: stepped over {self.skipped} damaged frames; no clip spans the gaps")
         if self.dropped_tail:
             lines.append(f"dropped {self.dropped_tail} frames in tails under {MIN_CLIP_FRAMES} frames")
+        if self.label_file is not None:
+            lines.append(
+                f"warning: {self.label_file} lists the test clips one line each, in order: add a line for each "
+                "new clip (TestVideoFile{end+1}.gt_frame = [];  for one with no anomaly), or eval and training "
+                "refuse the dataset"
+            )
         return "\n".join(lines)
 
 
@@ -223,6 +230,8 @@ def import_recordings(
             summary.skipped += stream.skipped
     if not summary.clips:
         raise UserError(f"no clip was written: the recordings hold fewer than {MIN_CLIP_FRAMES} decodable frames")
+    if split == "test":
+        summary.label_file = find_gt_file(root, split_dir)
     return summary
 
 
