@@ -144,3 +144,18 @@ def test_rewrites_a_previous_scene_without_leftovers(tmp_path: Path) -> None:
     make_scene(tmp_path, n_train=1, n_test=1, frames=3, size=(64, 96))
     ds = open_ucsd(tmp_path)
     assert [c.name for c in ds.train] == ["Train001"] and [c.name for c in ds.test] == ["Test001"]
+
+
+def test_a_scene_footage_was_added_to_is_no_longer_ours_to_replace(tmp_path: Path) -> None:
+    """Imported clips (or a label file of the user's) once went with a re-run of synth, without --force."""
+    import shutil
+
+    make_scene(tmp_path, n_train=2, n_test=1, frames=3, size=(64, 96))
+    shutil.copytree(tmp_path / "Train" / "Train002", tmp_path / "Train" / "Train003")  # say, imported
+    with pytest.raises(UserError, match="not a previous synthetic scene"):
+        make_scene(tmp_path, n_train=2, n_test=1, frames=3, size=(64, 96))
+    assert (tmp_path / "Train" / "Train003").is_dir()
+    shutil.rmtree(tmp_path / "Train" / "Train003")
+    (tmp_path / "UCSDped1.m").write_text("TestVideoFile = {};\n")
+    with pytest.raises(UserError, match="not a previous synthetic scene"):
+        make_scene(tmp_path, n_train=2, n_test=1, frames=3, size=(64, 96))

@@ -10,6 +10,7 @@ alone (skater). Masks are the anomalous objects' visible pixels after occlusion 
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ import cv2
 import numpy as np
 
 from edge_ad.data.mfile import format_ranges, labels_to_ranges
+from edge_ad.data.ucsd import clip_dirs, find_child
 from edge_ad.errors import UserError, make_dir
 
 MARKER = "% edge-ad synthetic scene"
@@ -530,11 +532,23 @@ class SceneSummary:
 
 
 def is_synth_scene(folder: Path) -> bool:
+    """A scene this command wrote and nothing since: its label file's first line says so and counts the
+    clips, and the folder holds those clips and no other (footage imported into it, or another .m file,
+    is a user's, which only --force replaces)."""
     gt = folder / GT_NAME
     try:
-        return gt.is_file() and gt.read_text(encoding="utf-8", errors="replace").startswith(MARKER)
+        head = gt.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0] if gt.is_file() else ""
     except OSError:
         return False
+    found = re.search(r"train=(\d+) test=(\d+)", head)
+    if not head.startswith(MARKER) or found is None:
+        return False
+    if [p.name for p in folder.glob("*.m")] != [GT_NAME]:
+        return False
+    n_train, n_test = (int(n) for n in found.groups())
+    return (
+        len(clip_dirs(find_child(folder, "Train"))) == n_train and len(clip_dirs(find_child(folder, "Test"))) == n_test
+    )
 
 
 def _prepare(out: Path, force: bool) -> None:
