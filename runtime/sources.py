@@ -20,7 +20,6 @@ import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 from edge_ad.config import StreamConfig
 from edge_ad.data.rate import RateGate
 from edge_ad.data.ucsd import IMAGE_EXTENSIONS, list_images, quiet_decoders, read_image
-from edge_ad.data.video import clean_rate
+from edge_ad.data.video import TimestampGaps, clean_rate
 from edge_ad.errors import UserError
 
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt", "rtp")
@@ -107,9 +106,7 @@ class OpenCVReader(Reader):
         self._count = 0
         self._pos = 0
         self._last_good = -1
-        self._last_ms: float | None = None
-        self._steps: deque[float] = deque(maxlen=8)
-        self._gap_before = False
+        self._gaps = TimestampGaps()
 
     def open(self) -> None:
         params: list[int] = []
@@ -125,9 +122,7 @@ class OpenCVReader(Reader):
         self._count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
         self._pos = 0
         self._last_good = -1
-        self._last_ms = None
-        self._steps = deque(maxlen=8)
-        self._gap_before = False
+        self._gaps = TimestampGaps()
 
     def read(self) -> np.ndarray | None:
         assert self._cap is not None, "read before open"
@@ -152,33 +147,13 @@ class OpenCVReader(Reader):
                 return None
 
     def _catch_up_by_time(self) -> int:
-        """Frames the demuxer dropped without a word (a damaged stretch of a transport stream), read off the
-        frame's timestamp: the position moves past them, so later frames keep their number and the loss is
-        counted. A gap is a step of at least 1.8 times the steady step of the frames before it (their last
-        8 steps within 20 % of each other), not followed by another such step: a variable-rate file, whose
-        steps wander, is not read as lossy, and one whose rate halves costs one miscounted frame."""
+        """Frames the demuxer dropped without a word, read off the frame's timestamp (``TimestampGaps``): the
+        position moves past them, so later frames keep their number and the loss is counted."""
         if self.live or self._cap is None:
             return 0
-        ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
-        last, self._last_ms = self._last_ms, ms
-        if last is None or ms <= last:
-            return 0
-        step, steps = ms - last, self._steps
-        if len(steps) == steps.maxlen and max(steps) <= 1.2 * min(steps):
-            typical = float(np.median(steps))
-            if step >= 1.8 * typical:
-                if self._gap_before:  # two long steps in a row: the rate dropped, these are its steps now
-                    steps.clear()
-                    steps.append(step)
-                    self._gap_before = False
-                    return 0
-                self._gap_before = True
-                missed = round(step / typical) - 1
-                self._pos += missed
-                return missed  # a gap's step is not the file's: the steady steps stay the reference
-        self._gap_before = False
-        steps.append(step)
-        return 0
+        missed = self._gaps.missed(float(self._cap.get(cv2.CAP_PROP_POS_MSEC)))
+        self._pos += missed
+        return missed
 
     def _end_of_file(self) -> None:
         """A file that ends before the frames its header declares was cut short (a copy interrupted, a

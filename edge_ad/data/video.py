@@ -8,6 +8,7 @@ counted instead; callers report ``skipped`` so the damage is visible rather than
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,40 @@ def video_info(path: str | Path) -> VideoInfo:
         cap.release()
 
 
+class TimestampGaps:
+    """Frames a demuxer dropped without a word (a damaged stretch of a transport stream), told by the
+    timestamps of the frames read: a step of at least 1.8 times the steady step before it (the last 8 steps
+    within 20 % of each other) hides ``round(step / steady) - 1`` frames. Two such steps in a row are a
+    drop of the rate, not a loss (a variable-rate recording; it costs the one frame counted at the first),
+    and become the steady step. Relative steps, not the container's average rate: a variable-rate file or
+    a header's 10.033 frames/s would otherwise read as a loss every few frames."""
+
+    def __init__(self) -> None:
+        self._last_ms: float | None = None
+        self._steps: deque[float] = deque(maxlen=8)
+        self._gap_before = False
+
+    def missed(self, ms: float) -> int:
+        """Frames lost just before the frame at ``ms`` (its timestamp, in milliseconds)."""
+        last, self._last_ms = self._last_ms, ms
+        if last is None or ms <= last:
+            return 0
+        step, steps = ms - last, self._steps
+        if len(steps) == steps.maxlen and max(steps) <= 1.2 * min(steps):
+            typical = float(np.median(steps))
+            if step >= 1.8 * typical:
+                if self._gap_before:
+                    steps.clear()
+                    steps.append(step)
+                    self._gap_before = False
+                    return 0
+                self._gap_before = True
+                return round(step / typical) - 1  # a gap's step is not the file's: the steady steps stay
+        self._gap_before = False
+        steps.append(step)
+        return 0
+
+
 class VideoFrames:
     """Iterator over a video's decodable frames; ``skipped`` counts the damaged ones it stepped over."""
 
@@ -98,17 +133,16 @@ class VideoFrames:
         self.fps = fps or self._file_fps or DEFAULT_FPS
         self.skipped = 0
         self._next_index = 0
+        self._gaps = TimestampGaps()
 
     def __iter__(self) -> VideoFrames:
         return self
 
-    def _timing(self) -> tuple[int, float]:
-        """Index and time of the frame just read; the container's clock knows about frames it could not decode."""
-        msec = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
-        if self._file_fps and msec > 0:
-            index = max(self._next_index, round(msec / 1000.0 * self._file_fps))
-        else:
-            index = self._next_index
+    def _timing(self, failures: int) -> tuple[int, float]:
+        """Index and time of the frame just read: after the frames that failed to decode, and those the
+        container's clock says it lost (``TimestampGaps``)."""
+        lost = self._gaps.missed(float(self._cap.get(cv2.CAP_PROP_POS_MSEC)))
+        index = self._next_index + max(lost, failures)
         return index, index / self.fps
 
     def __next__(self) -> FramePacket:
@@ -118,7 +152,7 @@ class VideoFrames:
         while failures < MAX_BAD_RUN:
             ok, image = self._cap.read()
             if ok and image is not None and image.size:
-                index, timestamp = self._timing()
+                index, timestamp = self._timing(failures)
                 self.skipped += max(index - self._next_index, failures)
                 self._next_index = index + 1
                 return FramePacket(index, timestamp, image)
