@@ -30,7 +30,7 @@ import numpy as np
 
 from edge_ad.config import StreamConfig
 from edge_ad.data.rate import RateGate
-from edge_ad.data.ucsd import IMAGE_EXTENSIONS, list_images, quiet_decoders, read_image
+from edge_ad.data.ucsd import IMAGE_EXTENSIONS, list_images, name_list, quiet_decoders, read_image
 from edge_ad.data.video import TimestampGaps, clean_rate
 from edge_ad.errors import UserError
 
@@ -214,8 +214,7 @@ class FramesReader(Reader):
 
 
 def _could_not_decode(folder: Path, names: list[str]) -> str:
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    return f"{folder}: {shown} could not be decoded"
+    return f"{folder}: {name_list(names)} could not be decoded"
 
 
 _PNM_HEADER = re.compile(rb"^(P[56])\s+(\d+)\s+(\d+)\s+(\d+)\s")

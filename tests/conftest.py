@@ -109,3 +109,16 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], tuple[int, 
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def variable_rate_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A phone-like recording, 120 frames at 128x96: 30 frames/s for 2 s, then 15 frames/s for 4 s."""
+    import subprocess
+
+    path = tmp_path_factory.mktemp("vfr") / "phone.mp4"
+    pts = "setpts='if(lt(N,60),N/30,2+(N-60)/15)/TB'"
+    cmd = ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=128x96:rate=30:duration=5", "-vf",
+           pts, "-fps_mode", "vfr", "-frames:v", "120", "-pix_fmt", "yuv420p", str(path)]  # fmt: skip
+    subprocess.run(cmd, check=True, timeout=60)
+    return path

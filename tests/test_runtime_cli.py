@@ -329,3 +329,11 @@ def test_counts_out_of_range_are_refused_before_anything_runs(argv: list[str], c
         main(argv)
     assert exit_info.value.code == 2
     assert "greater than or equal to" in capsys.readouterr().err
+
+
+def test_calibrate_asks_for_data_when_the_split_names_none(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    split = json.loads((run / "split.json").read_text())
+    (run / "split.json").write_text(json.dumps({k: v for k, v in split.items() if k != "data_root"}))
+    assert "pass --data: " in user_error(["calibrate", "--run", str(run)], capsys)  # once a KeyError

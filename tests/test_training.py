@@ -208,3 +208,15 @@ def test_cuda_on_a_machine_without_it_leaves_no_run_folder(tiny_scene: Path, tmp
     with pytest.raises(UserError, match="no CUDA GPU"):
         train(load_config(TINY, ["training.device=cuda"]), tiny_scene, out)
     assert not out.exists()
+
+
+def test_a_prior_stage_on_data_without_the_runs_clips_is_refused(
+    tiny_run: Path, tiny_scene: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    other = tmp_path / "other"
+    shutil.copytree(tiny_scene, other)
+    shutil.rmtree(sorted((other / "Train").iterdir())[0])
+    with pytest.raises(UserError, match=r"trained on clips .* does not hold \(Train001\); give its --data"):
+        train(load_config(TINY), other, run, stage="prior")

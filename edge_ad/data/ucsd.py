@@ -37,6 +37,12 @@ def natural_key(name: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name))
 
 
+def name_list(names: list[str], shown: int = 5) -> str:
+    """File names for a one-line message: the first few, then how many more."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 def is_visible(p: Path) -> bool:
     return not p.name.startswith(".")  # also drops macOS ._* resource forks
 
@@ -189,7 +195,7 @@ class Clip:
     def stand_in_note(self) -> str:
         """One line on the frames ``load_frames`` replaced, by the file names a user would look for."""
         names = [self.frame_paths[i].name for i in self.stand_ins]
-        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        shown = name_list(names)
         kept = "the labels stay aligned" if self.split == "test" else "the clip keeps its timing"
         return (
             f"clip {self.name}: {len(names)} frame(s) do not decode ({shown}, damaged files); the frame before "

@@ -16,8 +16,8 @@ import numpy as np
 from edge_ad.metrics.roc import DEFAULT_CURVE_POINTS, Curve, thin_curve
 from edge_ad.metrics.sampling import UniformSample
 
-# Multiples of the value span added above the largest normal value seen when thresholds are chosen, so a
-# later clip with larger maps still gets curve points at low FPR instead of a straight line from (0, 0).
+# Multiples of the value span added above the largest normal value when thresholds are chosen, so that
+# anomalous values above every normal one get curve points at FPR 0 instead of a straight line from (0, 0).
 _HEADROOM = np.array([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0])
 
 
@@ -78,9 +78,8 @@ class AUPRO:
 
     It keeps a uniform sample of at most ``max_pixels`` normal pixels and of anomalous pixels, each with the
     weight of its region (``region_weights``). ``compute`` chooses the thresholds from the whole test set's
-    normal sample (quantiles, ``thresholds_from_normal``) unless ``thresholds`` were given, and reads FPR and
-    PRO off the two samples. Below ``max_pixels`` per class nothing is sampled and the result is exact for
-    those thresholds; above it, the FPR at 0.3 has a standard error of about 7e-4 at the default size,
+    normal sample (quantiles, ``thresholds_from_normal``) and reads FPR and PRO off the two samples. Below
+    ``max_pixels`` per class nothing is sampled and the result is exact for those thresholds; above it, the FPR at 0.3 has a standard error of about 7e-4 at the default size,
     below the 0.1 point the report shows, for about 14 MB held per method (twice that while a batch merges).
     """
 
@@ -88,7 +87,6 @@ class AUPRO:
         self,
         fpr_limit: float = 0.3,
         num_thresholds: int = 200,
-        thresholds: np.ndarray | None = None,
         max_pixels: int = 500_000,
         seed: int = 0,
     ) -> None:
@@ -96,7 +94,6 @@ class AUPRO:
             raise ValueError("fpr_limit must be in (0, 1]")
         self.fpr_limit = fpr_limit
         self.num_thresholds = num_thresholds
-        self.thresholds = None if thresholds is None else np.unique(np.asarray(thresholds, dtype=np.float64))
         rng = np.random.default_rng(seed)
         self._normal = UniformSample(max_pixels, rng)
         self._anomalous = UniformSample(max_pixels, rng)  # rows: (value, 1 / region size)
@@ -130,10 +127,7 @@ class AUPRO:
             raise ValueError(f"no {kind}: AUPRO needs masks with both")
         normal = self._normal.sample().astype(np.float64)
         pairs = self._anomalous.sample().astype(np.float64)
-        if self.thresholds is None:
-            thresholds = thresholds_from_normal(normal, self.fpr_limit, self.num_thresholds)
-        else:
-            thresholds = self.thresholds
+        thresholds = thresholds_from_normal(normal, self.fpr_limit, self.num_thresholds)
         size = thresholds.size + 1
         # bin b holds values above exactly the b lowest thresholds
         normal_hist = np.bincount(np.searchsorted(thresholds, normal, side="left"), minlength=size)

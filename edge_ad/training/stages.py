@@ -84,7 +84,7 @@ def _checkpoint(
 
 def _resume(ctx: StageContext, path, model, opt, epochs: int) -> tuple[int, float, int]:
     """(first epoch, best validation loss, epochs without improvement) from the last checkpoint. A stage
-    that had stopped early is finished: it resumes at its last epoch, so it trains no more."""
+    that had stopped early is finished: it resumes past its last epoch, so it trains no more."""
     if not (ctx.resume and path.is_file()):
         return 0, float("inf"), 0
     meta = checkpoint.load(path, model, ctx.cfg, opt)
