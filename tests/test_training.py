@@ -220,3 +220,35 @@ def test_a_prior_stage_on_data_without_the_runs_clips_is_refused(
     shutil.rmtree(sorted((other / "Train").iterdir())[0])
     with pytest.raises(UserError, match=r"trained on clips .* does not hold \(Train001\); give its --data"):
         train(load_config(TINY), other, run, stage="prior")
+
+
+def test_ctrl_c_in_training_says_so_and_how_to_go_on(tiny_scene: Path, tmp_path: Path) -> None:
+    """Until 2026-12-07 Typer turned Ctrl-C into a silent exit 130: the user saw no line at all."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_ad.cli.main", "train", "--config", str(TINY), "--data", str(tiny_scene),
+         "--out", str(out), "--set", "training.epochs=1000", "--set", "training.patience=1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("stage=vqvae"):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == (
+        "edge-ad: interrupted; the same command with --resume continues from the last finished epoch"
+    )
+    assert "Traceback" not in err
+    assert (out / "vqvae.last.safetensors").is_file()

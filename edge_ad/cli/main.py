@@ -36,15 +36,41 @@ for module in (data_cmd, config_cmd, train_cmd, eval_cmd, export_cmd, run_cmd, b
     module.register(app)
 
 
+# What a command interrupted by Ctrl-C leaves, where it is worth knowing (the others leave nothing half done:
+# their outputs are written whole or not at all).
+_AFTER_INTERRUPT = {"train": "the same command with --resume continues from the last finished epoch"}
+
+
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=argv, prog_name="edge-ad")
+        app(args=args, prog_name="edge-ad")
     except UserError as e:
         print(f"edge-ad: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        print("edge-ad: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _interrupted(args)
+    except SystemExit as e:
+        if e.code == 130 and _caused_by_interrupt(e):
+            _interrupted(args)
+        raise
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """Typer turns Ctrl-C into a silent exit 130; the KeyboardInterrupt is still in the exception's chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _interrupted(args: list[str]) -> None:
+    command = next((a for a in args if not a.startswith("-")), "")
+    hint = _AFTER_INTERRUPT.get(command)
+    print(f"edge-ad: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":
