@@ -19,7 +19,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from edge_ad.errors import UserError
 
 STAGES = ("capture", "preprocess", "inference", "postprocess", "publish")
-DROP_REASONS = ("queue_full", "corrupt", "publish_hwm", "shutdown")
+DROP_REASONS = ("queue_full", "corrupt", "shutdown")
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -32,8 +32,8 @@ class RuntimeMetrics:
         self.frames = Counter("edge_ad_frames", "Frames scored and published, per stream.", ["stream"], registry=r)
         self.dropped = Counter(
             "edge_ad_frames_dropped",
-            "Frames (publish_hwm: messages) lost, per stream and reason: queue_full (a live stream outran the "
-            "model), corrupt (undecodable), publish_hwm (a subscriber stopped reading), shutdown.",
+            "Frames lost, per stream and reason: queue_full (a live stream outran the model), corrupt "
+            "(undecodable), shutdown. A subscriber that stops reading loses its own messages (gaps in seq).",
             ["stream", "reason"],
             registry=r,
         )

@@ -223,7 +223,7 @@ class Runtime:
         try:
             self.journal = AlertJournal(cfg.journal_dir)
             self.publisher = Publisher(
-                cfg.endpoint, cfg.sndhwm, self.board.dropped, cfg.curve, cfg.curve_secret_file, cfg.curve_clients_dir
+                cfg.endpoint, cfg.sndhwm, cfg.curve, cfg.curve_secret_file, cfg.curve_clients_dir
             )
             self.metrics_server = MetricsServer(cfg.metrics_host, cfg.metrics_port, self.metrics.registry, self.health)
             self.backend = self._backend_factory()

@@ -6,10 +6,11 @@ message, whether or not the message could be sent: a subscriber of all of a stre
 exactly where messages were lost (a subscriber of one topic sees the others' numbers as gaps too).
 
 The socket is an XPUB, which publishes like a PUB but also sees subscriptions: a replay can wait for its
-subscribers before the first frame (no slow-joiner loss), and with XPUB_NODROP a full send queue is
-reported (``zmq.Again``) instead of silently dropping. Sends never block; a message that cannot be queued
-because a subscriber stopped reading (``sndhwm`` messages pending) is dropped for every subscriber and
-counted as ``publish_hwm``.
+subscribers before the first frame (no slow-joiner loss). Sends never block. A subscriber that stops
+reading loses its own messages once ``sndhwm`` are queued for it, and only its own: the others go on
+receiving everything. (Until 2026-12-07 the socket set XPUB_NODROP, under which one stalled subscriber made
+every send fail, so a frozen client silenced the alerts of every other.) The publisher cannot count a
+subscriber's losses; the subscriber can, from the gaps in ``seq``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import json
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from threading import Event
 
@@ -68,12 +68,10 @@ class Publisher:
         self,
         endpoint: str,
         sndhwm: int,
-        on_drop: Callable[[str, str], None],
         curve: bool = False,
         curve_secret_file: str | None = None,
         curve_clients_dir: str | None = None,
     ):
-        self.on_drop = on_drop
         self._ctx = zmq.Context()
         self._auth: ThreadAuthenticator | None = None
         self._sock = self._ctx.socket(zmq.XPUB)
@@ -81,7 +79,6 @@ class Publisher:
         self.public_key: bytes | None = None
         try:
             self._sock.setsockopt(zmq.SNDHWM, sndhwm)
-            self._sock.setsockopt(zmq.XPUB_NODROP, 1)
             self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
             self._sock.setsockopt(zmq.LINGER, LINGER_MS)
             if curve:
@@ -108,16 +105,11 @@ class Publisher:
         self._sock.curve_server = True
         return public
 
-    def _send(self, stream: str, topic: str, header: dict, payload: bytes | np.ndarray) -> bool:
+    def _send(self, stream: str, topic: str, header: dict, payload: bytes | np.ndarray) -> None:
         seq = self._seq[stream]
         self._seq[stream] = seq + 1
         head = json.dumps({"v": VERSION, "stream": stream, "seq": seq, **header}).encode()
-        try:
-            self._sock.send_multipart([topic.encode(), head, payload], flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self.on_drop(stream, "publish_hwm")
-            return False
-        return True
+        self._sock.send_multipart([topic.encode(), head, payload], flags=zmq.NOBLOCK)
 
     def send_map(
         self,
@@ -128,7 +120,7 @@ class Publisher:
         score: float,
         alert_id: str | None,
         map_scale: float = 1.0,
-    ) -> bool:
+    ) -> None:
         """``map_scale``: the map value a uint8 255 stands for, so a subscriber can recover map values."""
         header = {
             "frame_index": frame_index,
@@ -140,9 +132,9 @@ class Publisher:
             "alert": alert_id,
             "map_scale": map_scale,
         }
-        return self._send(stream, f"map.{stream}", header, np.ascontiguousarray(data))
+        self._send(stream, f"map.{stream}", header, np.ascontiguousarray(data))
 
-    def send_alert(self, event: AlertEvent, jpeg: bytes | None) -> bool:
+    def send_alert(self, event: AlertEvent, jpeg: bytes | None) -> None:
         header = {
             "event": event.event,
             "alert_id": event.alert_id,
@@ -154,10 +146,10 @@ class Publisher:
             "boxes": event.boxes,
             "snapshot": event.snapshot,
         }
-        return self._send(event.stream, f"alert.{event.stream}", header, jpeg or b"")
+        self._send(event.stream, f"alert.{event.stream}", header, jpeg or b"")
 
-    def send_heartbeat(self, stream: str, info: dict) -> bool:
-        return self._send(stream, f"heartbeat.{stream}", {"ts": time.time(), **info}, b"")
+    def send_heartbeat(self, stream: str, info: dict) -> None:
+        self._send(stream, f"heartbeat.{stream}", {"ts": time.time(), **info}, b"")
 
     def _read_subscriptions(self, timeout_ms: int) -> int:
         """Consume subscription messages (the inbound queue must not fill); returns how many subscribed."""
