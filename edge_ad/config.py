@@ -298,6 +298,14 @@ class RuntimeConfig(Section):
     streams: list[StreamConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
+    def _curve_named(self) -> RuntimeConfig:
+        """A key or an allow-list without ``curve: true`` would publish in plaintext, which its author did not mean."""
+        given = [k for k in ("curve_secret_file", "curve_clients_dir") if getattr(self, k)]
+        if given and not self.curve:
+            raise ValueError(f"{' and '.join(given)} given but curve is off: set runtime.curve: true, or remove them")
+        return self
+
+    @model_validator(mode="after")
     def _unique_streams(self) -> RuntimeConfig:
         names = [s.name for s in self.streams]
         dup = sorted({n for n in names if names.count(n) > 1})

@@ -19,6 +19,25 @@ def secret_certificate(path: Path, whose: str, flag: str) -> tuple[bytes, bytes]
     return public, secret
 
 
+def client_certificates(folder: Path) -> int:
+    """How many client certificates the allow-list holds, each read here first: pyzmq's authenticator only
+    logs a file it cannot read, and then refuses every client, the good ones too."""
+    if not folder.is_dir():
+        raise UserError(f"CURVE clients folder not found: {folder}")
+    files = sorted(folder.glob("*.key"))
+    if not files:
+        raise UserError(f"{folder} holds no client certificate (*.key): every client would be refused")
+    for path in files:
+        if not public_certificate(path)[0]:
+            raise UserError(f"{path}: no public key in it; put the clients' public .key certificates in {folder}")
+    return len(files)
+
+
+def readable_by_others(path: Path) -> bool:
+    """A secret key others on the box can read is no secret (zmq.auth.create_certificates writes mode 644)."""
+    return bool(path.stat().st_mode & 0o077)
+
+
 def public_certificate(path: Path) -> tuple[bytes, bytes | None]:
     try:
         return zmq.auth.load_certificate(path)

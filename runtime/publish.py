@@ -28,7 +28,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from edge_ad.alerting import AlertEvent
 from edge_ad.errors import UserError
-from edge_ad.runtime.curve import secret_certificate
+from edge_ad.runtime.curve import client_certificates, readable_by_others, secret_certificate
 
 VERSION = 1
 SECRET_ENV = "EDGE_AD_CURVE_SECRET_KEY"
@@ -77,6 +77,8 @@ class Publisher:
         self._sock = self._ctx.socket(zmq.XPUB)
         self._seq: dict[str, int] = defaultdict(int)
         self.public_key: bytes | None = None
+        self.security = "plaintext (runtime.curve is off)"
+        self.warnings: list[str] = []
         try:
             self._sock.setsockopt(zmq.SNDHWM, sndhwm)
             self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)
@@ -94,15 +96,24 @@ class Publisher:
 
     def _secure(self, secret_file: str | None, clients_dir: str | None) -> bytes:
         public, secret = load_server_keys(secret_file)
+        if secret_file and readable_by_others(Path(secret_file)):
+            self.warnings.append(f"{secret_file} can be read by other users: chmod 600 it")
+        allowed = client_certificates(Path(clients_dir)) if clients_dir else 0
+        try:
+            self._sock.curve_secretkey = secret
+            self._sock.curve_publickey = public
+        except zmq.ZMQError as e:  # a certificate whose keys are not 40 Z85 characters
+            where = secret_file or SECRET_ENV
+            raise UserError(
+                f"{where}: the CURVE server key is malformed ({e.strerror}); give 40-character Z85 keys"
+            ) from None
+        self._sock.curve_server = True
         if clients_dir:
-            if not Path(clients_dir).is_dir():
-                raise UserError(f"CURVE clients folder not found: {clients_dir}")
             self._auth = ThreadAuthenticator(self._ctx)
             self._auth.start()
             self._auth.configure_curve(domain="*", location=clients_dir)
-        self._sock.curve_secretkey = secret
-        self._sock.curve_publickey = public
-        self._sock.curve_server = True
+        who = f"{allowed} allowed client(s) in {clients_dir}" if clients_dir else "any client with the key"
+        self.security = f"CURVE, server public key {public.decode()}, {who}"
         return public
 
     def _send(self, stream: str, topic: str, header: dict, payload: bytes | np.ndarray) -> None:

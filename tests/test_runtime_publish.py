@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -253,3 +254,40 @@ def test_a_server_key_file_that_cannot_serve(tmp_path: Path) -> None:
     ]:
         with pytest.raises(UserError, match=message):
             Publisher(free_endpoint(), 10, curve=True, curve_secret_file=str(path))
+
+
+def test_a_malformed_server_key_and_a_bad_allow_list_are_one_line(tmp_path: Path) -> None:
+    """Until 2026-12-07: a truncated server key was a ZMQError traceback, and one unreadable certificate in the
+    clients folder was a log line of pyzmq's after which every client, the allowed ones too, was refused."""
+    short = tmp_path / "short.key_secret"
+    short.write_text('metadata\ncurve\n    public-key = "abc"\n    secret-key = "abc"\n')
+    with pytest.raises(UserError, match="short.key_secret: the CURVE server key is malformed"):
+        Publisher(free_endpoint(), 10, curve=True, curve_secret_file=str(short))
+    _, secret_file = zmq.auth.create_certificates(tmp_path, "server")
+    public_file, _ = zmq.auth.create_certificates(tmp_path, "client")
+    clients = tmp_path / "clients"
+    clients.mkdir()
+    with pytest.raises(UserError, match="holds no client certificate"):
+        Publisher(free_endpoint(), 10, curve=True, curve_secret_file=str(secret_file), curve_clients_dir=str(clients))
+    (clients / "client.key").write_bytes(Path(public_file).read_bytes())
+    (clients / "x.key").write_text("junk")
+    with pytest.raises(UserError, match="x.key: not a zmq certificate"):
+        Publisher(free_endpoint(), 10, curve=True, curve_secret_file=str(secret_file), curve_clients_dir=str(clients))
+    (clients / "x.key").unlink()
+    os.chmod(secret_file, 0o644)
+    pub = Publisher(free_endpoint(), 10, curve=True, curve_secret_file=str(secret_file), curve_clients_dir=str(clients))
+    try:
+        assert pub.security.startswith("CURVE, server public key ") and "1 allowed client(s)" in pub.security
+        assert pub.warnings == [f"{secret_file} can be read by other users: chmod 600 it"]
+    finally:
+        pub.close()
+
+
+def test_curve_keys_without_curve_on_are_a_config_error() -> None:
+    """Until 2026-12-07 a secret file or an allow-list without `curve: true` was ignored: plaintext, silently."""
+    from edge_ad.config import load_config
+
+    for key in ("curve_secret_file=/k/server.key_secret", "curve_clients_dir=/k/clients"):
+        with pytest.raises(UserError, match="given but curve is off: set runtime.curve: true"):
+            load_config(None, [f"runtime.{key}"])
+    assert load_config(None, ["runtime.curve=true", "runtime.curve_clients_dir=/k"]).runtime.curve
