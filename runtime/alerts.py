@@ -84,10 +84,23 @@ class AlertJournal:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (open for the whole run)
+            self._end_torn_line()
         except OSError as e:
             raise UserError(
                 f"cannot write the alert journal {self.path}: {e.strerror}; pick a folder with --journal"
             ) from None
+
+    def _end_torn_line(self) -> None:
+        """A power cut can leave the last line half written; the next event must not be glued onto it, or
+        both lines are lost to ``read_journal``."""
+        if self.path.stat().st_size == 0:
+            return
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+        if torn:
+            self._file.write("\n")
+            self._file.flush()
 
     def record(self, event: AlertEvent, snapshot: bytes | None) -> None:
         """Write the snapshot, then the journal line; both reach the disk before this returns."""

@@ -137,6 +137,17 @@ def test_journal_writes_the_snapshot_then_one_json_line_per_event(tmp_path: Path
     assert events[1]["snapshot"] is None
 
 
+def test_an_event_after_a_torn_last_line_is_not_lost(tmp_path: Path) -> None:
+    """Until 2026-12-07 the next run's first event was appended onto the torn line, and both were skipped."""
+    (tmp_path / "alerts.jsonl").write_text('{"v": 1, "stream": "cam", "event": "start", "alert_id": "0000')
+    journal = AlertJournal(tmp_path)
+    start = AlertTracker("cam", threshold=1.0, cfg=AlertConfig(min_frames=1)).update(3, 1.0, 5.0)
+    assert start is not None
+    journal.record(start, None)
+    journal.close()
+    assert [(e["event"], e["alert_id"]) for e in read_journal(tmp_path / "alerts.jsonl")] == [("start", start.alert_id)]
+
+
 def test_unwritable_journal_is_a_user_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
