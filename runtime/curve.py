@@ -28,8 +28,7 @@ def client_certificates(folder: Path) -> int:
     if not files:
         raise UserError(f"{folder} holds no client certificate (*.key): every client would be refused")
     for path in files:
-        if not public_certificate(path)[0]:
-            raise UserError(f"{path}: no public key in it; put the clients' public .key certificates in {folder}")
+        public_certificate(path)  # a file with no public key in it is refused here, by zmq's own reader
     return len(files)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import queue
 import threading
 import time
@@ -41,7 +40,7 @@ from edge_ad.export.bundle import MANIFEST, Bundle
 from edge_ad.runtime.alerts import AlertJournal, regions, render_snapshot
 from edge_ad.runtime.backends import Backend, create_backend
 from edge_ad.runtime.metrics import MetricsServer, RuntimeMetrics
-from edge_ad.runtime.publish import SECRET_ENV, Publisher, encode_map
+from edge_ad.runtime.publish import Publisher, encode_map
 from edge_ad.runtime.sources import Capture, Frame, Reader, make_reader
 from edge_ad.runtime.status import StatusBoard
 
@@ -240,8 +239,6 @@ class Runtime:
         log.info(f"ZeroMQ: {self.publisher.security}")
         for warning in self.publisher.warnings:
             log.warning(warning)
-        if not cfg.curve and os.environ.get(SECRET_ENV):
-            log.warning(f"{SECRET_ENV} is set but runtime.curve is off: publishing in plaintext")
         if cfg.wait_subscribers:
             self._wait_for_subscribers()
         self._spawn("output", self._output_loop)

@@ -2,8 +2,8 @@
 
 Every message is ``[topic, header JSON, payload]``; topics are ``map.<stream>``, ``alert.<stream>`` and
 ``heartbeat.<stream>``. ``seq`` is one counter per stream shared by its three topics and grows by one per
-message, whether or not the message could be sent: a subscriber of all of a stream's topics sees gaps
-exactly where messages were lost (a subscriber of one topic sees the others' numbers as gaps too).
+message: a subscriber of all of a stream's topics sees gaps exactly where it lost messages (a subscriber of
+one topic sees the others' numbers as gaps too).
 
 The socket is an XPUB, which publishes like a PUB but also sees subscriptions: a replay can wait for its
 subscribers before the first frame (no slow-joiner loss). Sends never block. A subscriber that stops
@@ -85,6 +85,8 @@ class Publisher:
             self._sock.setsockopt(zmq.LINGER, LINGER_MS)
             if curve:
                 self.public_key = self._secure(curve_secret_file, curve_clients_dir)
+            elif os.environ.get(SECRET_ENV):
+                self.warnings.append(f"{SECRET_ENV} is set but runtime.curve is off: publishing in plaintext")
             try:
                 self._sock.bind(endpoint)
             except zmq.ZMQError as e:

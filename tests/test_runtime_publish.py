@@ -209,6 +209,13 @@ def test_curve_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv(SECRET_ENV)
     with pytest.raises(UserError, match="no server key"):
         Publisher(free_endpoint(), 10, curve=True)
+    monkeypatch.setenv(SECRET_ENV, secret.decode())
+    pub = Publisher(free_endpoint(), 10)  # the key is there, CURVE is not on: say so rather than go plaintext
+    try:
+        assert pub.warnings == [f"{SECRET_ENV} is set but runtime.curve is off: publishing in plaintext"]
+        assert pub.security == "plaintext (runtime.curve is off)"
+    finally:
+        pub.close()
 
 
 def test_subscribe_cli_speaks_curve(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
